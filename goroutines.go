@@ -1,0 +1,184 @@
+package leaktest
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.uber.org/goleak"
+)
+
+// checkGoroutines lists the goroutines fn left running, grouped by where
+// they were created. goleak decides which ones are left (after its grace
+// period, ignoring those alive before Measure and those the user ignores);
+// the grouping reads the runtime's own dump. When the count grew per call
+// the list becomes the finding's detail; when it did not (a worker pool
+// started once), it is a note.
+func (m *meter) checkGoroutines(rep *Report, before int, opts []goleak.Option) {
+	f := rep.finding(Goroutines)
+	if f == nil && runtime.NumGoroutine() <= before {
+		return
+	}
+	err := goleak.Find(opts...)
+	if err == nil {
+		return
+	}
+	ids := leakedIDs(err.Error())
+	if len(ids) == 0 {
+		return
+	}
+	groups := groupGoroutines(allStacks(), ids)
+	if f != nil {
+		f.Detail = groups
+		return
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf(
+		"%d goroutine(s) started by fn are still running, but their number did not grow after warm-up (a pool started once?), so they are not a leak:\n%s",
+		len(ids), groups))
+}
+
+var goleakID = regexp.MustCompile(`Goroutine (\d+) in state`)
+
+// leakedIDs reads the goroutine ids out of goleak.Find's error.
+func leakedIDs(msg string) map[int]bool {
+	ids := make(map[int]bool)
+	for _, sub := range goleakID.FindAllStringSubmatch(msg, -1) {
+		if id, err := strconv.Atoi(sub[1]); err == nil {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+type goroutineGroup struct {
+	count     int
+	createdBy string // function and file:line
+	top       string // function on top of the stack
+	state     string
+}
+
+// groupGoroutines groups the goroutines of dump whose ids are in ids by
+// creation site, top function and state, most first, one line a group.
+func groupGoroutines(dump []byte, ids map[int]bool) string {
+	groups := map[goroutineGroup]int{}
+	for _, block := range bytes.Split(dump, []byte("\n\n")) {
+		g, id, ok := parseGoroutine(string(block))
+		if !ok || !ids[id] {
+			continue
+		}
+		groups[g]++
+	}
+	list := make([]goroutineGroup, 0, len(groups))
+	for g, n := range groups {
+		g.count = n
+		list = append(list, g)
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].count != list[j].count {
+			return list[i].count > list[j].count
+		}
+		return list[i].createdBy+list[i].top < list[j].createdBy+list[j].top
+	})
+	var b strings.Builder
+	for i, g := range list {
+		if i == 10 {
+			fmt.Fprintf(&b, "… and %d more groups\n", len(list)-i)
+			break
+		}
+		fmt.Fprintf(&b, "%d × created by %s, %s in %s\n", g.count, g.createdBy, describeState(g.state), g.top)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// parseGoroutine reads one block of runtime.Stack(all):
+//
+//	goroutine 7 [chan send, 2 minutes]:
+//	main.producer(...)
+//		/src/main.go:12 +0x1d
+//	created by main.start in goroutine 1
+//		/src/main.go:20 +0x3f
+func parseGoroutine(block string) (g goroutineGroup, id int, ok bool) {
+	lines := strings.Split(strings.TrimSpace(block), "\n")
+	if len(lines) < 2 || !strings.HasPrefix(lines[0], "goroutine ") {
+		return g, 0, false
+	}
+	head := strings.TrimPrefix(lines[0], "goroutine ")
+	sp := strings.IndexByte(head, ' ')
+	if sp < 0 {
+		return g, 0, false
+	}
+	id, err := strconv.Atoi(head[:sp])
+	if err != nil {
+		return g, 0, false
+	}
+	if l, r := strings.IndexByte(head, '['), strings.IndexByte(head, ']'); l >= 0 && r > l {
+		g.state, _, _ = strings.Cut(head[l+1:r], ",")
+	}
+	g.top = funcName(lines[1])
+	g.createdBy = "an unknown site"
+	for i := 1; i < len(lines); i++ {
+		if fn, found := strings.CutPrefix(lines[i], "created by "); found {
+			fn, _, _ = strings.Cut(fn, " in goroutine ")
+			g.createdBy = fn
+			if i+1 < len(lines) {
+				g.createdBy += " at " + fileLine(lines[i+1])
+			}
+		}
+	}
+	return g, id, true
+}
+
+// funcName strips the arguments from a frame line: "pkg.f(0x1, 0x2)".
+func funcName(line string) string {
+	if i := strings.LastIndexByte(line, '('); i > 0 {
+		return line[:i]
+	}
+	return line
+}
+
+// fileLine shortens "\t/long/path/file.go:12 +0x1d" to "file.go:12".
+func fileLine(line string) string {
+	line = strings.TrimSpace(line)
+	line, _, _ = strings.Cut(line, " +0x")
+	return filepath.Base(line)
+}
+
+func describeState(state string) string {
+	switch {
+	case state == "":
+		return "in an unknown state"
+	case state == "running" || state == "runnable" || state == "syscall":
+		return state
+	default:
+		return "blocked in " + state
+	}
+}
+
+// allStacks returns the dump of every goroutine.
+func allStacks() []byte {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) || len(buf) >= 64<<20 {
+			return buf[:n]
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// goroutineID returns the id of the calling goroutine, or 0.
+func goroutineID() int64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i > 0 {
+		id, _ := strconv.ParseInt(string(b[:i]), 10, 64)
+		return id
+	}
+	return 0
+}

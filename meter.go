@@ -1,0 +1,410 @@
+package leaktest
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+	"time"
+)
+
+// Sampling plan. Samples go into a buffer of capacity+1; when it is full
+// the rule judges it, every other sample is dropped and the calls between
+// samples double, so each verdict looks at twice the calls of the last.
+const (
+	capacity     = 64
+	minSamples   = 32        // taken even past the budget, for a verdict with power
+	minCalls     = 4096      // an adaptive verdict needs at least this many calls...
+	targetSample = 96        // ...reached after about this many samples
+	maxBin       = 32        // calls between samples at the start, at most
+	guardBytes   = 256 << 20 // growth that stops the loop before memory runs out
+)
+
+// The series sampled. offGo is RSS minus the memory the Go runtime holds:
+// the part of RSS that the Heap series cannot explain.
+const (
+	sHeap = iota
+	sRSS
+	sOffGo
+	sGoroutines
+	sFDs
+	numSeries
+)
+
+const (
+	mLive = iota
+	mTotal
+	mReleased
+	mAllocs
+)
+
+type meter struct {
+	cfg *config
+	fn  func()
+
+	// Everything the loop touches is allocated in newMeter.
+	xs      []float64
+	ys      [numSeries][]float64
+	dropped []float64 // descriptors closed by the collector at each sample
+	n       int       // samples held
+	calls   int
+	bin     float64 // calls between samples
+	origin  int     // first call judged with a fixed warm-up; 0 otherwise
+
+	met     []metrics.Sample
+	rss     *rssSource
+	fds     *fdCounter
+	st      *stats
+	rng     uint64
+	settled int // descriptors open after the last sample's collection
+
+	start      time.Time
+	sampleCost time.Duration
+	guardBase  [numSeries]float64
+	guarded    int // series that tripped the memory guard, or -1
+	hasGuard   bool
+	judged     [numSeries]judgement
+	allocs0    uint64
+
+	callsNow atomic.Int64 // calls made, readable after a timeout
+	abort    atomic.Bool
+	inFn     bool
+	err      error
+}
+
+func newMeter(cfg *config, fn func()) *meter {
+	m := &meter{
+		cfg:     cfg,
+		fn:      fn,
+		xs:      make([]float64, 0, capacity+1),
+		dropped: make([]float64, 0, capacity+1),
+		met: []metrics.Sample{
+			mLive:     {Name: "/gc/heap/live:bytes"},
+			mTotal:    {Name: "/memory/classes/total:bytes"},
+			mReleased: {Name: "/memory/classes/heap/released:bytes"},
+			mAllocs:   {Name: "/gc/heap/allocs:bytes"},
+		},
+		rss:     openRSS(),
+		fds:     newFDCounter(),
+		st:      newStats(capacity + 1),
+		rng:     uint64(time.Now().UnixNano()) | 1,
+		guarded: -1,
+	}
+	for i := range m.ys {
+		m.ys[i] = make([]float64, 0, capacity+1)
+	}
+	// Initialise everything lazy before the first sample: runtime/metrics
+	// builds its tables on first use, and the first finalizer starts the
+	// runtime's finalizer goroutine.
+	metrics.Read(m.met)
+	waitFinalizers()
+	if m.fds != nil {
+		m.settled, _ = m.fds.count()
+	}
+	return m
+}
+
+func (m *meter) close() {
+	if m.rss != nil {
+		m.rss.close()
+	}
+}
+
+// loop runs in its own goroutine so that a call that blocks can be timed
+// out, and a panic or runtime.Goexit in fn is caught.
+func (m *meter) loop(done chan<- struct{}) {
+	id := goroutineID()
+	loopGoroutine.Store(id)
+	finished := false
+	defer func() {
+		loopGoroutine.CompareAndSwap(id, 0)
+		r := recover()
+		switch {
+		case r != nil && m.inFn:
+			m.err = fmt.Errorf("leaktest: fn panicked on call %d: %v\n%s", m.calls, r, debug.Stack())
+		case r != nil:
+			m.err = fmt.Errorf("leaktest: internal error: %v\n%s", r, debug.Stack())
+		case !finished && !m.abort.Load():
+			m.err = fmt.Errorf("leaktest: fn called runtime.Goexit on call %d (t.FailNow, t.Fatal or t.SkipNow inside fn?)", m.calls)
+		}
+		close(done)
+	}()
+	m.start = time.Now()
+	m.allocs0 = m.met[mAllocs].Value.Uint64()
+	if m.cfg.iterations > 0 {
+		m.fixed()
+	} else {
+		m.adaptive()
+	}
+	finished = true
+}
+
+// callTo calls fn until calls reaches target; false if aborted.
+func (m *meter) callTo(target int) bool {
+	for m.calls < target {
+		if m.abort.Load() {
+			return false
+		}
+		m.calls++
+		m.callsNow.Store(int64(m.calls))
+		m.inFn = true
+		m.fn()
+		m.inFn = false
+	}
+	return !m.abort.Load()
+}
+
+// warm runs a fixed warm-up and takes the sample all judged growth is
+// measured from.
+func (m *meter) warm() bool {
+	if m.cfg.warmup > 0 {
+		m.origin = m.cfg.warmup
+		if !m.callTo(m.origin) {
+			return false
+		}
+	}
+	m.sample()
+	return true
+}
+
+// fixed makes exactly the calls asked for, one sample in each of up to
+// capacity bins, placed at random within its bin so that a sawtooth whose
+// period matches the spacing cannot alias into a slope.
+func (m *meter) fixed() {
+	if !m.warm() {
+		return
+	}
+	total := m.cfg.iterations
+	bins := min(capacity, total)
+	for j := 1; j <= bins; j++ {
+		lo := total * (j - 1) / bins
+		hi := total * j / bins
+		target := m.origin + hi
+		if j < bins {
+			target = m.origin + lo + 1 + m.randn(hi-lo)
+		}
+		if !m.callTo(target) {
+			return
+		}
+		m.sample()
+		if m.guard() {
+			return
+		}
+	}
+}
+
+// adaptive calibrates the calls between samples on the first two calls,
+// then samples until a verdict, the budget or the memory guard.
+func (m *meter) adaptive() {
+	if !m.warm() {
+		return
+	}
+	for i := 1; i <= 2; i++ { // calibration: the first call is often the costliest
+		t := time.Now()
+		if !m.callTo(m.origin + i) {
+			return
+		}
+		call := time.Since(t)
+		m.sample()
+		m.bin = m.planBin(call)
+	}
+	for {
+		for m.n <= capacity {
+			j := m.n
+			lo := m.origin + int(float64(j-1)*m.bin)
+			hi := m.origin + int(float64(j)*m.bin)
+			target := max(m.calls+1, lo+1+m.randn(hi-lo))
+			if !m.callTo(target) {
+				return
+			}
+			m.sample()
+			if m.guard() {
+				return
+			}
+			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget {
+				return
+			}
+		}
+		if m.calls-m.origin >= minCalls && m.decided() {
+			return
+		}
+		m.decimate()
+	}
+}
+
+// planBin picks the calls between samples: up to maxBin, fewer when calls
+// are slow enough that targetSample samples would not fit in half the
+// budget, and fewer when one call grows memory so fast that a sample's
+// worth of calls would pass an eighth of the guard.
+func (m *meter) planBin(call time.Duration) float64 {
+	k := float64(maxBin)
+	if call > 0 {
+		k = math.Min(k, float64(m.cfg.budget/2)/float64(targetSample)/float64(call))
+	}
+	if m.n >= 2 {
+		last := m.n - 1
+		for _, s := range [...]int{sHeap, sRSS} {
+			if g := m.ys[s][last] - m.ys[s][last-1]; g > 0 {
+				k = math.Min(k, guardBytes/8/g)
+			}
+		}
+	}
+	return math.Max(1, math.Floor(k))
+}
+
+// decided judges the full buffer: true when every resource is clean, or
+// one leaks.
+func (m *meter) decided() bool {
+	allClean := true
+	for _, s := range judgedSeries {
+		if _, ok := m.limit(s); !ok {
+			continue
+		}
+		j := m.judge(s)
+		if j.verdict == leak {
+			return true
+		}
+		if j.verdict != clean {
+			allClean = false
+		}
+	}
+	return allClean
+}
+
+// decimate keeps every other sample and doubles the calls between them.
+func (m *meter) decimate() {
+	keep := 0
+	for i := 0; i < m.n; i += 2 {
+		m.xs[keep] = m.xs[i]
+		m.dropped[keep] = m.dropped[i]
+		for s := range m.ys {
+			m.ys[s][keep] = m.ys[s][i]
+		}
+		keep++
+	}
+	m.n = keep
+	m.xs = m.xs[:keep]
+	m.dropped = m.dropped[:keep]
+	for s := range m.ys {
+		m.ys[s] = m.ys[s][:keep]
+	}
+	m.bin *= 2
+}
+
+// sample records every resource after a full collection. It allocates
+// nothing, except in waitFinalizers after the heap has been read.
+func (m *meter) sample() {
+	t := time.Now()
+	pre := 0
+	if m.fds != nil {
+		pre, _ = m.fds.count()
+	}
+	if m.rss != nil {
+		debug.FreeOSMemory() // a full collection, then freed pages go back to the OS
+	} else {
+		runtime.GC()
+	}
+	metrics.Read(m.met)
+	live := float64(m.met[mLive].Value.Uint64())
+	goMem := float64(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
+	rss, offGo := math.NaN(), math.NaN()
+	if m.rss != nil {
+		if r, ok := m.rss.read(); ok {
+			rss = float64(r)
+			offGo = rss - goMem
+		}
+	}
+	goroutines := float64(runtime.NumGoroutine())
+	fds, dropped := math.NaN(), 0.0
+	if m.fds != nil {
+		post, _ := m.fds.count()
+		if pre > m.settled {
+			// Descriptors opened since the last sample were still open
+			// before this collection: wait for the finalizers it queued
+			// to learn how many only the collector closed.
+			waitFinalizers()
+			post, _ = m.fds.count()
+			dropped = float64(max(0, pre-post))
+		}
+		m.settled = post
+		fds = float64(post)
+	}
+	m.xs = append(m.xs, float64(m.calls))
+	m.dropped = append(m.dropped, dropped)
+	m.ys[sHeap] = append(m.ys[sHeap], live)
+	m.ys[sRSS] = append(m.ys[sRSS], rss)
+	m.ys[sOffGo] = append(m.ys[sOffGo], offGo)
+	m.ys[sGoroutines] = append(m.ys[sGoroutines], goroutines)
+	m.ys[sFDs] = append(m.ys[sFDs], fds)
+	m.n++
+	if m.n == 2 {
+		for s := range m.guardBase {
+			m.guardBase[s] = m.ys[s][1]
+		}
+		m.hasGuard = true
+	}
+	m.sampleCost = time.Since(t)
+}
+
+// guard stops the loop when the heap or RSS has grown by more than
+// guardBytes since the first call and rose at each of the last three
+// samples: no cache grows that fast and then stops, and going on would
+// exhaust memory.
+func (m *meter) guard() bool {
+	if !m.hasGuard || m.n < 5 {
+		return false
+	}
+	last := m.n - 1
+	for _, s := range [...]int{sHeap, sRSS} {
+		y := m.ys[s]
+		if !(y[last]-m.guardBase[s] > guardBytes) {
+			continue
+		}
+		if y[last] > y[last-1] && y[last-1] > y[last-2] && y[last-2] > y[last-3] {
+			m.guarded = s
+			return true
+		}
+	}
+	return false
+}
+
+// waitFinalizers runs a collection and waits until the finalizers it
+// queued have run. Two rounds: the runtime runs a batch of finalizers in
+// no set order, so only a sentinel queued after the batch proves the batch
+// is done.
+func waitFinalizers() {
+	for round := 0; round < 2; round++ {
+		ch := make(chan struct{})
+		setSentinel(ch)
+		runtime.GC()
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+type sentinel struct{ _ [2]uintptr } // not tiny: tiny objects may never be finalized
+
+//go:noinline
+func setSentinel(ch chan struct{}) {
+	runtime.SetFinalizer(&sentinel{}, func(*sentinel) { close(ch) })
+}
+
+// randn returns a uniform int in [0, n), from a splitmix64 that
+// allocates nothing.
+func (m *meter) randn(n int) int {
+	if n <= 1 {
+		return 0
+	}
+	m.rng += 0x9e3779b97f4a7c15
+	z := m.rng
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return int(z % uint64(n))
+}

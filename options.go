@@ -1,0 +1,155 @@
+package leaktest
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// An Option changes how Run and Measure measure. Options that are out of
+// range make Measure return an error instead of measuring.
+type Option interface {
+	apply(*config)
+}
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// Default limits: growth per call above these, sustained after warm-up, is
+// a leak. Heap is 4 B so that the smallest real leak (one 8-byte object per
+// call) fails; RSS is measured outside the Go heap, where pages make the
+// signal coarser; goroutines and descriptors are exact counts.
+var defaultLimits = map[Resource]float64{
+	Heap:       4,
+	RSS:        512,
+	Goroutines: 0,
+	FDs:        0,
+}
+
+const (
+	defaultBudget         = 3 * time.Second
+	shortBudget           = time.Second
+	defaultTimeout        = time.Minute
+	defaultGoroutineGrace = 500 * time.Millisecond
+)
+
+type config struct {
+	iterations int // calls after warm-up; 0: adaptive
+	warmup     int // warm-up calls; -1: found from the data
+	budget     time.Duration
+	timeout    time.Duration
+	limits     map[Resource]float64
+	ignore     []goleak.Option
+	err        error
+}
+
+func newConfig(short bool, opts []Option) *config {
+	c := &config{
+		warmup:  -1,
+		budget:  defaultBudget,
+		timeout: defaultTimeout,
+		limits:  make(map[Resource]float64, len(defaultLimits)),
+	}
+	if short {
+		c.budget = shortBudget
+	}
+	for r, l := range defaultLimits {
+		c.limits[r] = l
+	}
+	for _, o := range opts {
+		if o == nil {
+			c.fail("nil Option")
+			continue
+		}
+		o.apply(c)
+	}
+	return c
+}
+
+func (c *config) fail(format string, args ...any) {
+	if c.err == nil {
+		c.err = fmt.Errorf("leaktest: invalid option: "+format, args...)
+	}
+}
+
+// Iterations fixes the number of measured calls to n instead of adapting
+// it to the time budget. Without Warmup, the warm-up is still found within
+// the n calls; with Warmup(w), Run makes w+n calls. The budget does not
+// apply; Timeout does.
+func Iterations(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 1 {
+			c.fail("Iterations(%d): need at least 1 call", n)
+			return
+		}
+		c.iterations = n
+	})
+}
+
+// Warmup fixes the warm-up to the first n calls: they run but are not
+// judged. By default the warm-up is found from the measurements.
+func Warmup(n int) Option {
+	return optionFunc(func(c *config) {
+		if n < 0 {
+			c.fail("Warmup(%d): negative count", n)
+			return
+		}
+		c.warmup = n
+	})
+}
+
+// Limit sets the largest growth per call of r that is not a leak, in the
+// resource's unit (bytes for Heap and RSS, a count for Goroutines and FDs).
+// Growth must exceed the limit with statistical confidence to fail.
+func Limit(r Resource, perIteration float64) Option {
+	return optionFunc(func(c *config) {
+		if _, ok := defaultLimits[r]; !ok {
+			c.fail("Limit(%q, %v): unknown Resource (want heap, rss, goroutines or fds)", string(r), perIteration)
+			return
+		}
+		if perIteration < 0 || math.IsNaN(perIteration) || math.IsInf(perIteration, 0) {
+			c.fail("Limit(%s, %v): limit must be a finite number >= 0", r, perIteration)
+			return
+		}
+		c.limits[r] = perIteration
+	})
+}
+
+// Budget sets the time the measurement aims to take (default 3s, 1s with
+// go test -short). Cheap functions reach a verdict well within it; a slow
+// function or a large live heap uses it all. The budget is soft: Measure
+// takes a minimum number of samples even when they take longer.
+func Budget(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d <= 0 {
+			c.fail("Budget(%v): budget must be positive", d)
+			return
+		}
+		c.budget = d
+	})
+}
+
+// Timeout sets the longest a measurement may take in total (default one
+// minute). A function still running then makes Measure return an error
+// holding a goroutine dump.
+func Timeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d <= 0 {
+			c.fail("Timeout(%v): timeout must be positive", d)
+			return
+		}
+		c.timeout = d
+	})
+}
+
+// IgnoreGoroutines passes goleak options (goleak.IgnoreTopFunction,
+// goleak.IgnoreAnyFunction, ...) to the check for goroutines left running
+// after the measurement. Goroutines alive before Measure are always ignored.
+func IgnoreGoroutines(opts ...goleak.Option) Option {
+	return optionFunc(func(c *config) {
+		c.ignore = append(c.ignore, opts...)
+	})
+}

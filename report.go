@@ -1,0 +1,367 @@
+package leaktest
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Report is the outcome of one measurement.
+type Report struct {
+	// Findings holds one entry per resource that leaked; empty when clean.
+	Findings []Finding
+	// Notes are observations that are not failures: goroutines left from
+	// warm-up, files closed only by the garbage collector, growth seen too
+	// late to judge.
+	Notes []string
+	// Warmup is the number of calls before the judged region: found from
+	// the data, or as set with the Warmup option.
+	Warmup int
+	// Iterations is the number of calls judged, after the warm-up.
+	Iterations int
+	// Series holds the samples of each resource available on this system.
+	Series []Series
+	// Elapsed is the time the measurement took.
+	Elapsed time.Duration
+}
+
+// Finding is one resource that grew faster than its limit.
+type Finding struct {
+	Resource Resource
+	// PerIteration is the estimated growth per call after warm-up: the
+	// Theil–Sen slope of the judged region, in bytes or a count. For RSS
+	// it is the growth outside the memory the Go runtime holds.
+	PerIteration float64
+	// Uncertainty is the half-width of the interval around PerIteration
+	// (Sen's interval at z = 3, about 99.7%).
+	Uncertainty float64
+	// Limit is the limit that PerIteration passed.
+	Limit float64
+	// Detail says where to look, when known: the leaked goroutines grouped
+	// by creation site, the descriptors left open.
+	Detail string
+}
+
+// Series is the samples of one resource, each taken after a full
+// collection.
+type Series struct {
+	Resource Resource
+	// Calls is the number of calls of fn made before each sample.
+	Calls []int
+	// Values is the resource at each sample: bytes for Heap and RSS, a
+	// count for Goroutines and FDs.
+	Values []float64
+	// PerIteration and Uncertainty are the judged growth per call, as in
+	// Finding, whether or not it passed the limit.
+	PerIteration, Uncertainty float64
+}
+
+// Leaked reports whether any resource leaked.
+func (r *Report) Leaked() bool { return r != nil && len(r.Findings) > 0 }
+
+func (r *Report) finding(res Resource) *Finding {
+	for i := range r.Findings {
+		if r.Findings[i].Resource == res {
+			return &r.Findings[i]
+		}
+	}
+	return nil
+}
+
+var judgedSeries = [...]int{sHeap, sOffGo, sGoroutines, sFDs}
+
+var seriesResource = [numSeries]Resource{sHeap: Heap, sRSS: RSS, sOffGo: RSS, sGoroutines: Goroutines, sFDs: FDs}
+
+// limit returns the limit of series s and whether s was measured here.
+func (m *meter) limit(s int) (float64, bool) {
+	if m.n == 0 || math.IsNaN(m.ys[s][0]) {
+		return 0, false
+	}
+	return m.cfg.limits[seriesResource[s]], true
+}
+
+// window returns the first index of the judged region and the index that
+// splits it into the early and the late window.
+func (m *meter) window() (r0, mid int) {
+	last := m.n - 1
+	if m.cfg.warmup >= 0 {
+		return 0, last / 3
+	}
+	return last / 4, last / 2
+}
+
+func (m *meter) judge(s int) judgement {
+	r0, mid := m.window()
+	limit, _ := m.limit(s)
+	return m.st.judge(m.xs, m.ys[s], r0, mid, limit)
+}
+
+// report judges every series and builds the Report.
+func (m *meter) report() *Report {
+	r0, mid := m.window()
+	rep := &Report{Elapsed: time.Since(m.start)}
+	if m.n > 0 {
+		rep.Warmup = int(m.xs[r0])
+		rep.Iterations = m.calls - rep.Warmup
+	}
+	for _, s := range judgedSeries {
+		limit, ok := m.limit(s)
+		if !ok {
+			continue
+		}
+		j := m.judge(s)
+		res := seriesResource[s]
+		if s == m.guarded && j.verdict != leak {
+			// The guard stopped the loop before the rule had enough
+			// samples: judge the growth since the first call.
+			j.region = m.st.fitTrend(m.xs[1:], m.ys[s][1:], ciZ)
+			if j.region.slope > limit {
+				j.verdict = leak
+			}
+		}
+		m.judged[s] = j
+		switch j.verdict {
+		case leak:
+			f := Finding{
+				Resource:     res,
+				PerIteration: j.region.slope,
+				Uncertainty:  (j.region.hi - j.region.lo) / 2,
+				Limit:        limit,
+			}
+			if s == sOffGo {
+				f.Detail = "memory outside the Go heap (cgo, mmap, the runtime)"
+			}
+			if s == m.guarded {
+				f.Detail = fmt.Sprintf("stopped early after %d calls: %s grew by %s, more than %s",
+					m.calls, res, formatValue(res, m.ys[s][m.n-1]-m.guardBase[s]), formatValue(res, guardBytes))
+			}
+			rep.Findings = append(rep.Findings, f)
+		case unsure:
+			rep.Notes = append(rep.Notes, fmt.Sprintf(
+				"%s grew %s per call over the last %d calls but not before: a one-time step, or a leak that started late; not failed (a larger Budget or Iterations would tell)",
+				res, formatValue(res, j.late.slope), m.calls-int(m.xs[mid])))
+		}
+	}
+	for s := 0; s < numSeries; s++ {
+		if s == sOffGo || m.n == 0 || math.IsNaN(m.ys[s][0]) {
+			continue
+		}
+		j := m.judged[s]
+		if s == sRSS {
+			j = m.judged[sOffGo]
+		}
+		ser := Series{
+			Resource:     seriesResource[s],
+			Calls:        make([]int, m.n),
+			Values:       append([]float64(nil), m.ys[s]...),
+			PerIteration: j.region.slope,
+			Uncertainty:  (j.region.hi - j.region.lo) / 2,
+		}
+		for i, x := range m.xs {
+			ser.Calls[i] = int(x)
+		}
+		rep.Series = append(rep.Series, ser)
+	}
+	m.noteDropped(rep)
+	return rep
+}
+
+// noteDropped warns about files closed only by the collector's finalizers:
+// the descriptor count does not grow, but under little GC pressure such a
+// program runs out of descriptors.
+func (m *meter) noteDropped(rep *Report) {
+	r0, _ := m.window()
+	if m.fds == nil || m.n-r0 < 2 {
+		return
+	}
+	dropped, calls, hits := 0.0, 0.0, 0
+	for i := r0 + 1; i < m.n; i++ {
+		dropped += m.dropped[i]
+		calls += m.xs[i] - m.xs[i-1]
+		if m.dropped[i] > 0 {
+			hits++
+		}
+	}
+	if hits*2 < m.n-r0-1 || dropped == 0 {
+		return
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf(
+		"about %.3g descriptors per call were closed only by the garbage collector: an *os.File or net.Conn dropped without Close?",
+		dropped/calls))
+}
+
+// checkFDs lists the descriptors left open, when descriptors leaked.
+func (m *meter) checkFDs(rep *Report, before map[int]string) {
+	f := rep.finding(FDs)
+	if f == nil {
+		return
+	}
+	kinds := map[string]int{}
+	for fd, target := range openFDs() {
+		if old, ok := before[fd]; ok && old == target {
+			continue
+		}
+		kind := target
+		if i := strings.IndexByte(target, '['); i > 0 {
+			kind = target[:i] // socket:[123] → socket:
+		}
+		kinds[kind]++
+	}
+	type kc struct {
+		kind string
+		n    int
+	}
+	var list []kc
+	for k, n := range kinds {
+		list = append(list, kc{k, n})
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].n != list[j].n {
+			return list[i].n > list[j].n
+		}
+		return list[i].kind < list[j].kind
+	})
+	var b strings.Builder
+	for i, e := range list {
+		if i == 10 {
+			fmt.Fprintf(&b, "… and %d more kinds\n", len(list)-i)
+			break
+		}
+		fmt.Fprintf(&b, "%d × %s\n", e.n, strings.TrimSuffix(e.kind, ":"))
+	}
+	if b.Len() > 0 {
+		f.Detail = "descriptors left open:\n" + strings.TrimSuffix(b.String(), "\n")
+	}
+}
+
+// String is the human report: the verdict, each finding in full, then the
+// notes.
+func (r *Report) String() string {
+	if r == nil {
+		return "leaktest: no report"
+	}
+	var b strings.Builder
+	if r.Leaked() {
+		fmt.Fprintf(&b, "leaktest: %d leak(s) found\n", len(r.Findings))
+	} else {
+		fmt.Fprintf(&b, "leaktest: no leak in %d calls after %d warm-up calls (%v)\n", r.Iterations, r.Warmup, r.Elapsed.Round(time.Millisecond))
+		r.writeSeries(&b)
+	}
+	for _, f := range r.Findings {
+		b.WriteString("\n")
+		b.WriteString(r.failure(f))
+		b.WriteString("\n")
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\nnote: %s\n", n)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// failure is the labelled block for one finding, as Run reports it.
+func (r *Report) failure(f Finding) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s leaks: %s per call\n", f.Resource, signed(f.Resource, f.PerIteration))
+	fmt.Fprintf(&b, "resource:   %s\n", describe(f.Resource))
+	fmt.Fprintf(&b, "per call:   %s ± %s\n", signed(f.Resource, f.PerIteration), formatValue(f.Resource, f.Uncertainty))
+	fmt.Fprintf(&b, "limit:      %s per call\n", formatValue(f.Resource, f.Limit))
+	fmt.Fprintf(&b, "calls:      %d judged after %d warm-up calls\n", r.Iterations, r.Warmup)
+	r.writeSeries(&b)
+	if f.Detail != "" {
+		lines := strings.Split(f.Detail, "\n")
+		fmt.Fprintf(&b, "where:      %s\n", lines[0])
+		for _, l := range lines[1:] {
+			fmt.Fprintf(&b, "            %s\n", l)
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+func (r *Report) writeSeries(b *strings.Builder) {
+	for _, s := range r.Series {
+		if len(s.Values) == 0 {
+			continue
+		}
+		label := string(s.Resource) + ":"
+		fmt.Fprintf(b, "%-11s %s %s → %s\n", label, sparkline(s.Values, 32),
+			formatValue(s.Resource, s.Values[0]), formatValue(s.Resource, s.Values[len(s.Values)-1]))
+	}
+}
+
+func describe(r Resource) string {
+	switch r {
+	case Heap:
+		return "heap (bytes live on the Go heap after a full collection)"
+	case RSS:
+		return "rss (resident bytes of the process, outside the Go runtime's memory)"
+	case Goroutines:
+		return "goroutines (alive after the call)"
+	case FDs:
+		return "fds (open file descriptors)"
+	}
+	return string(r)
+}
+
+var sparks = []rune("▁▂▃▄▅▆▇█")
+
+// sparkline draws vs in at most width characters, each the mean of its
+// share of the samples, scaled from the smallest to the largest.
+func sparkline(vs []float64, width int) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	w := min(width, len(vs))
+	cells := make([]float64, w)
+	for i := range cells {
+		lo, hi := i*len(vs)/w, (i+1)*len(vs)/w
+		sum := 0.0
+		for _, v := range vs[lo:hi] {
+			sum += v
+		}
+		cells[i] = sum / float64(hi-lo)
+	}
+	mn, mx := cells[0], cells[0]
+	for _, c := range cells {
+		mn, mx = math.Min(mn, c), math.Max(mx, c)
+	}
+	out := make([]rune, w)
+	for i, c := range cells {
+		k := 0
+		if mx > mn {
+			k = int((c - mn) / (mx - mn) * float64(len(sparks)-1))
+		}
+		out[i] = sparks[k]
+	}
+	return string(out)
+}
+
+func signed(r Resource, v float64) string {
+	if v >= 0 {
+		return "+" + formatValue(r, v)
+	}
+	return "-" + formatValue(r, -v)
+}
+
+// formatValue prints bytes with binary units and counts as plain numbers,
+// three significant digits.
+func formatValue(r Resource, v float64) string {
+	if r != Heap && r != RSS {
+		return trimFloat(v)
+	}
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for math.Abs(v) >= 1024 && i < len(units)-1 {
+		v /= 1024
+		i++
+	}
+	return trimFloat(v) + " " + units[i]
+}
+
+func trimFloat(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e6 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
+}

@@ -1,0 +1,15 @@
+package leaktest
+
+// rssSource reads the resident set size of the process: the memory the
+// kernel has in RAM for it, the Go heap, cgo's malloc, mmap'd regions and
+// the runtime alike. It is the only view of memory the Go heap never sees.
+// Reading must not allocate: it happens inside the measuring loop.
+//
+// Where the operating system gives no cheap, cgo-free reading (darwin,
+// windows and others), openRSS returns nil and RSS is reported as
+// unavailable, never as a failure.
+type rssSource struct {
+	fd       int
+	pageSize uint64
+	buf      [128]byte
+}

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package leaktest
+
+// Without cgo, darwin and windows give no allocation-free reading of the
+// current resident set (getrusage reports only the peak), so RSS is
+// reported as unavailable there.
+func openRSS() *rssSource { return nil }
+
+func (r *rssSource) read() (uint64, bool) { return 0, false }
+
+func (r *rssSource) close() {}
