@@ -1,0 +1,451 @@
+package leaktest
+
+import (
+	"bytes"
+	"container/list"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/heapslope/leaktest/internal/cmem"
+	"github.com/stretchr/testify/require"
+)
+
+// The corpus: workloads that leak, each on a known resource, and workloads
+// that do not, each of a class that fools naive detectors. Leaked values
+// stay reachable from package variables, as real leaks do; each
+// workload's teardown lets them go.
+
+// workload is one case of the corpus. setup returns fn and a teardown.
+type workload struct {
+	name  string
+	leaks Resource // "" when clean
+	setup func(tb testing.TB) (fn func(), teardown func())
+	needs func() string // a reason to skip here, or ""
+	opts  []Option
+}
+
+var (
+	sinkPtrs  []*[16]byte
+	sinkInts  []int64
+	sinkPtr8  []*int64
+	sinkBytes [][]byte
+	sinkMap   map[int][]byte
+	sinkCount int
+	sinkFiles []*os.File
+	sinkFDs   []int
+	sinkMaps  [][]byte
+	sinkTimer []*time.Timer
+)
+
+// block is closed by teardowns to release the goroutines a workload leaked.
+func blocker() (chan struct{}, func()) {
+	ch := make(chan struct{})
+	return ch, func() { close(ch) }
+}
+
+func simple(fn func(), teardown func()) func(testing.TB) (func(), func()) {
+	return func(testing.TB) (func(), func()) { return fn, teardown }
+}
+
+func resetSinks() {
+	sinkPtrs, sinkInts, sinkPtr8, sinkBytes, sinkMap = nil, nil, nil, nil, nil
+	sinkCount = 0
+	sinkMaps = nil
+}
+
+func linuxOnly() string {
+	if runtime.GOOS != "linux" {
+		return "needs /proc"
+	}
+	return ""
+}
+
+func needsCgo() string {
+	if !cmem.Available {
+		return "needs cgo"
+	}
+	return linuxOnly()
+}
+
+var leakyCorpus = []workload{
+	{name: "heap/16B-object", leaks: Heap, setup: simple(func() {
+		sinkPtrs = append(sinkPtrs, new([16]byte))
+	}, resetSinks)},
+	{name: "heap/8B-value-in-slice", leaks: Heap, setup: simple(func() {
+		sinkInts = append(sinkInts, 42) // grows in steps: the slice's capacity
+	}, resetSinks)},
+	{name: "heap/8B-pointer", leaks: Heap, setup: simple(func() {
+		sinkPtr8 = append(sinkPtr8, new(int64))
+	}, resetSinks)},
+	{name: "heap/1KiB", leaks: Heap, setup: simple(func() {
+		sinkBytes = append(sinkBytes, make([]byte, 1000))
+	}, resetSinks)},
+	{name: "heap/map-growth", leaks: Heap, setup: simple(func() {
+		if sinkMap == nil {
+			sinkMap = map[int][]byte{}
+		}
+		sinkCount++
+		sinkMap[sinkCount] = nil
+	}, resetSinks)},
+	{name: "heap/late-start-after-600-calls", leaks: Heap, setup: func(testing.TB) (func(), func()) {
+		calls := 0
+		return func() {
+			calls++
+			if calls > 600 {
+				sinkBytes = append(sinkBytes, make([]byte, 64))
+			}
+		}, resetSinks
+	}},
+	{name: "heap/slow-call-20ms", leaks: Heap, setup: simple(func() {
+		time.Sleep(20 * time.Millisecond)
+		sinkBytes = append(sinkBytes, make([]byte, 4096))
+	}, resetSinks)},
+	{name: "heap/1MiB-stops-early", leaks: Heap, setup: simple(func() {
+		sinkBytes = append(sinkBytes, make([]byte, 1<<20))
+	}, resetSinks)},
+	{name: "heap/behind-background-garbage", leaks: Heap, setup: func(tb testing.TB) (func(), func()) {
+		stop := backgroundGarbage()
+		return func() { sinkPtrs = append(sinkPtrs, new([16]byte)) },
+			func() { stop(); resetSinks() }
+	}},
+	{name: "heap/kept-by-worker-goroutine", leaks: Heap, setup: func(testing.TB) (func(), func()) {
+		work := make(chan []byte)
+		done := make(chan struct{})
+		var kept [][]byte
+		go func() {
+			defer close(done)
+			for b := range work {
+				kept = append(kept, b) // the worker keeps what it is sent
+			}
+			_ = kept
+		}()
+		return func() { work <- make([]byte, 256) }, func() { close(work); <-done }
+	}},
+	{name: "heap/timer-never-stopped", leaks: Heap, setup: simple(func() {
+		sinkTimer = append(sinkTimer, time.AfterFunc(time.Hour, func() {}))
+	}, func() {
+		for _, t := range sinkTimer {
+			t.Stop()
+		}
+		sinkTimer = nil
+	})},
+	{name: "heap/behind-100MiB-live-heap", leaks: Heap, setup: func(testing.TB) (func(), func()) {
+		big := bigHeap(100 << 20)
+		return func() { sinkBytes = append(sinkBytes, make([]byte, 256)) },
+			func() { runtime.KeepAlive(big); resetSinks() }
+	}},
+	{name: "rss/cgo-malloc-1KiB", leaks: RSS, needs: needsCgo, setup: simple(func() {
+		cmem.Leak(1024)
+	}, cmem.Free)},
+	{name: "rss/mmap-4KiB", leaks: RSS, needs: linuxOnly, setup: simple(func() {
+		b, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+		if err != nil {
+			panic(err)
+		}
+		b[0] = 1 // touched, so resident
+		sinkMaps = append(sinkMaps, b)
+	}, func() {
+		for _, b := range sinkMaps {
+			syscall.Munmap(b)
+		}
+		sinkMaps = nil
+	})},
+	{name: "goroutines/one-per-call", leaks: Goroutines, setup: func(testing.TB) (func(), func()) {
+		ch, release := blocker()
+		return func() { go func() { <-ch }() }, release
+	}},
+	{name: "goroutines/one-per-10-calls", leaks: Goroutines, setup: func(testing.TB) (func(), func()) {
+		ch, release := blocker()
+		calls := 0
+		return func() {
+			calls++
+			if calls%10 == 0 {
+				go func() { <-ch }()
+			}
+		}, release
+	}},
+	{name: "fds/raw-descriptor", leaks: FDs, needs: linuxOnly, setup: simple(func() {
+		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			panic(err)
+		}
+		sinkFDs = append(sinkFDs, fd)
+	}, func() {
+		for _, fd := range sinkFDs {
+			syscall.Close(fd)
+		}
+		sinkFDs = nil
+	})},
+	{name: "fds/pipe-kept-open", leaks: FDs, needs: linuxOnly, setup: simple(func() {
+		r, w, err := os.Pipe()
+		if err != nil {
+			panic(err)
+		}
+		sinkFiles = append(sinkFiles, r, w)
+	}, func() {
+		for _, f := range sinkFiles {
+			f.Close()
+		}
+		sinkFiles = nil
+	})},
+}
+
+var cleanCorpus = []workload{
+	{name: "garbage/10MiB-per-call", setup: simple(func() {
+		b := make([]byte, 10<<20)
+		b[len(b)-1] = 1
+		runtime.KeepAlive(b)
+	}, nil)},
+	{name: "garbage/fmt-and-strings", setup: simple(func() {
+		s := fmt.Sprintf("%d-%s", 42, strings.Repeat("x", 100))
+		_ = strings.ToUpper(s)
+	}, nil)},
+	{name: "garbage/regexp-compile", setup: simple(func() {
+		regexp.MustCompile(`^a+b*[cd]{2,}$`).MatchString("aabbcc")
+	}, nil)},
+	{name: "plateau/lru-500-entries", setup: func(testing.TB) (func(), func()) {
+		lru := newLRU(500)
+		i := 0
+		return func() { i++; lru.add(i, make([]byte, 128)) }, nil
+	}},
+	{name: "plateau/sync-once-1MiB", setup: func(testing.TB) (func(), func()) {
+		var once sync.Once
+		var table []byte
+		return func() { once.Do(func() { table = make([]byte, 1<<20) }); _ = table[0] },
+			func() { runtime.KeepAlive(table) }
+	}},
+	{name: "plateau/lazy-worker-pool", setup: func(testing.TB) (func(), func()) {
+		p := &pool{}
+		return p.do, p.stop
+	}},
+	{name: "plateau/json-type-cache", setup: simple(func() {
+		type row struct {
+			ID   int               `json:"id"`
+			Tags map[string]string `json:"tags"`
+		}
+		b, _ := json.Marshal(row{ID: 1, Tags: map[string]string{"a": "b"}})
+		var r row
+		_ = json.Unmarshal(b, &r)
+	}, nil)},
+	{name: "plateau/sync-pool", setup: func(testing.TB) (func(), func()) {
+		p := sync.Pool{New: func() any { return new(bytes.Buffer) }}
+		return func() {
+			b := p.Get().(*bytes.Buffer)
+			b.Reset()
+			b.WriteString(strings.Repeat("y", 512))
+			p.Put(b)
+		}, nil
+	}},
+	{name: "plateau/http-keepalive-pool", setup: func(tb testing.TB) (func(), func()) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok")
+		}))
+		tr := &http.Transport{MaxIdleConnsPerHost: 4}
+		client := &http.Client{Transport: tr}
+		return func() {
+				resp, err := client.Get(srv.URL)
+				if err != nil {
+					panic(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}, func() {
+				tr.CloseIdleConnections()
+				srv.Close()
+			}
+	}, opts: []Option{IgnoreGoroutines()}},
+	{name: "plateau/map-add-delete", setup: func(testing.TB) (func(), func()) {
+		m := map[int][]byte{}
+		i := 0
+		return func() {
+			i++
+			m[i] = make([]byte, 32)
+			delete(m, i-200)
+		}, nil
+	}},
+	{name: "step/lazy-init-at-call-150", setup: func(testing.TB) (func(), func()) {
+		calls := 0
+		var table []byte
+		return func() {
+			calls++
+			if calls == 150 {
+				table = make([]byte, 256<<10)
+			}
+		}, func() { runtime.KeepAlive(table) }
+	}},
+	{name: "sawtooth/flush-every-100", setup: func(testing.TB) (func(), func()) {
+		var batch [][]byte
+		return func() {
+			batch = append(batch, make([]byte, 200))
+			if len(batch) == 100 {
+				batch = batch[:0:0]
+			}
+		}, nil
+	}},
+	{name: "sawtooth/flush-every-1000", setup: func(testing.TB) (func(), func()) {
+		var batch [][]byte
+		return func() {
+			batch = append(batch, make([]byte, 100))
+			if len(batch) == 1000 {
+				batch = nil
+			}
+		}, nil
+	}},
+	{name: "noise/background-garbage", setup: func(testing.TB) (func(), func()) {
+		stop := backgroundGarbage()
+		return func() { _ = make([]byte, 64) }, stop
+	}},
+	{name: "slow/50ms-call", setup: simple(func() {
+		time.Sleep(50 * time.Millisecond)
+		_ = make([]byte, 4096)
+	}, nil)},
+	{name: "big-heap/100MiB-live", setup: func(testing.TB) (func(), func()) {
+		big := bigHeap(100 << 20)
+		return func() { _ = make([]byte, 256) }, func() { runtime.KeepAlive(big) }
+	}},
+	{name: "rss/cgo-malloc-free", needs: needsCgo, setup: simple(func() { cmem.Churn(64 << 10) }, nil)},
+	{name: "goroutines/end-a-few-ms-later", setup: simple(func() {
+		go func() { time.Sleep(3 * time.Millisecond) }()
+	}, nil)},
+	{name: "goroutines/fan-out-and-wait", setup: simple(func() {
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = make([]byte, 128) }()
+		}
+		wg.Wait()
+	}, nil)},
+	{name: "fds/open-and-close", needs: linuxOnly, setup: simple(func() {
+		f, err := os.Open("/dev/null")
+		if err != nil {
+			panic(err)
+		}
+		f.Close()
+	}, nil)},
+}
+
+// runCorpus measures each workload and checks the verdict and the resource.
+func runCorpus(t *testing.T, corpus []workload) {
+	for _, w := range corpus {
+		w := w
+		t.Run(w.name, func(t *testing.T) {
+			if w.needs != nil {
+				if why := w.needs(); why != "" {
+					t.Skip(why)
+				}
+			}
+			fn, teardown := w.setup(t)
+			if teardown != nil {
+				defer teardown()
+			}
+			start := time.Now()
+			rep, err := Measure(fn, w.opts...)
+			require.NoError(t, err)
+			t.Logf("%v to verdict", time.Since(start).Round(time.Millisecond))
+			if w.leaks == "" {
+				require.False(t, rep.Leaked(), "false alarm:\n%s", rep)
+				return
+			}
+			require.True(t, rep.Leaked(), "leak missed:\n%s", rep)
+			require.NotNil(t, rep.finding(w.leaks), "leak found on the wrong resource:\n%s", rep)
+		})
+	}
+}
+
+func TestCorpusLeaky(t *testing.T) { runCorpus(t, leakyCorpus) }
+
+func TestCorpusClean(t *testing.T) { runCorpus(t, cleanCorpus) }
+
+// backgroundGarbage starts a goroutine that allocates garbage until stopped.
+func backgroundGarbage() (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			b := make([]byte, 64<<10)
+			b[0] = 1
+			time.Sleep(50 * time.Microsecond)
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+type node struct {
+	next *node
+	pad  [6]*int
+}
+
+// bigHeap builds a pointer-rich live heap of about size bytes, so each
+// collection has to mark it all.
+func bigHeap(size int) *node {
+	var head *node
+	for i := 0; i < size/64; i++ {
+		head = &node{next: head}
+	}
+	return head
+}
+
+// lru is a bounded cache: it grows until full, then evicts.
+type lru struct {
+	max   int
+	order *list.List
+	items map[int]*list.Element
+}
+
+func newLRU(max int) *lru { return &lru{max: max, order: list.New(), items: map[int]*list.Element{}} }
+
+func (c *lru) add(k int, v []byte) {
+	c.items[k] = c.order.PushFront([2]any{k, v})
+	if c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.([2]any)[0].(int))
+	}
+}
+
+// pool starts its workers on first use and keeps them.
+type pool struct {
+	once sync.Once
+	jobs chan []byte
+	wg   sync.WaitGroup
+}
+
+func (p *pool) do() {
+	p.once.Do(func() {
+		p.jobs = make(chan []byte)
+		for i := 0; i < 4; i++ {
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				for b := range p.jobs {
+					_ = len(b)
+				}
+			}()
+		}
+	})
+	p.jobs <- make([]byte, 64)
+}
+
+func (p *pool) stop() {
+	if p.jobs != nil {
+		close(p.jobs)
+		p.wg.Wait()
+	}
+}

@@ -1,0 +1,49 @@
+//go:build cgo
+
+// Package cmem holds memory outside the Go heap, through C's malloc, for
+// leaktest's own tests: a leak the Go heap never sees. The blocks are
+// chained in C, so the Go heap holds nothing for them.
+package cmem
+
+/*
+#include <stdlib.h>
+#include <string.h>
+
+static void *head;
+
+static void leak(size_t n) {
+	if (n < sizeof(void *)) n = sizeof(void *);
+	void *p = malloc(n);
+	if (!p) return;
+	memset(p, 0xab, n); // touched, so resident
+	*(void **)p = head;
+	head = p;
+}
+
+static void churn(size_t n) {
+	void *p = malloc(n);
+	if (p) memset(p, 0xcd, n);
+	free(p);
+}
+
+static void release(void) {
+	while (head) {
+		void *next = *(void **)head;
+		free(head);
+		head = next;
+	}
+}
+*/
+import "C"
+
+// Available reports whether this build can call C.
+const Available = true
+
+// Leak mallocs n bytes, touches them and keeps them until Free.
+func Leak(n int) { C.leak(C.size_t(n)) }
+
+// Churn mallocs n bytes, touches them and frees them.
+func Churn(n int) { C.churn(C.size_t(n)) }
+
+// Free releases everything Leak kept.
+func Free() { C.release() }

@@ -1,0 +1,15 @@
+//go:build !cgo
+
+package cmem
+
+// Available reports whether this build can call C.
+const Available = false
+
+// Leak is a no-op without cgo.
+func Leak(n int) {}
+
+// Churn is a no-op without cgo.
+func Churn(n int) {}
+
+// Free is a no-op without cgo.
+func Free() {}
