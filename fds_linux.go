@@ -9,30 +9,37 @@ import (
 )
 
 // fdCounter counts the open descriptors of the process by listing
-// /proc/self/fd into a buffer it owns, so counting allocates nothing.
+// /proc/self/fd into a buffer it owns. The directory stays open and is
+// rewound for each count (procfs lists the table anew), because opening it
+// would allocate the path.
 type fdCounter struct {
+	dir int
 	buf [8192]byte
 }
 
 func newFDCounter() *fdCounter {
-	c := &fdCounter{}
+	dir, err := syscall.Open("/proc/self/fd", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	c := &fdCounter{dir: dir}
 	if _, ok := c.count(); !ok {
+		c.close()
 		return nil
 	}
 	return c
 }
 
-// count returns the number of open descriptors, not counting the one it
-// opens to list them.
+func (c *fdCounter) close() { syscall.Close(c.dir) }
+
+// count returns the number of open descriptors, not counting its own.
 func (c *fdCounter) count() (int, bool) {
-	dir, err := syscall.Open("/proc/self/fd", syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	if err != nil {
+	if _, err := syscall.Seek(c.dir, 0, 0); err != nil {
 		return 0, false
 	}
-	defer syscall.Close(dir)
 	total := 0
 	for {
-		n, err := syscall.Getdents(dir, c.buf[:])
+		n, err := syscall.Getdents(c.dir, c.buf[:])
 		if err != nil {
 			return 0, false
 		}

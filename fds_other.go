@@ -10,4 +10,6 @@ func newFDCounter() *fdCounter { return nil }
 
 func (c *fdCounter) count() (int, bool) { return 0, false }
 
+func (c *fdCounter) close() {}
+
 func openFDs() map[int]string { return nil }

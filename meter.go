@@ -10,15 +10,21 @@ import (
 	"time"
 )
 
-// Sampling plan. Samples go into a buffer of capacity+1; when it is full
-// the rule judges it, every other sample is dropped and the calls between
-// samples double, so each verdict looks at twice the calls of the last.
+// Sampling plan. Calls between samples stay the same for the whole run:
+// a run whose rhythm changed (more calls between collections later on)
+// would change what fn has in flight at each sample — goroutines not yet
+// finished, their runtime structures — and that change would look like
+// growth. The rule judges the samples at 64, 128 and 256; only a run still
+// undecided at 256 samples drops every other one and doubles the calls
+// between samples.
 const (
-	capacity     = 64
+	capacity     = 256
+	firstVerdict = 64        // samples before the first judgement
+	fixedSamples = 48        // samples spread over Iterations(n)
 	minSamples   = 32        // taken even past the budget, for a verdict with power
 	minCalls     = 4096      // an adaptive verdict needs at least this many calls...
-	targetSample = 96        // ...reached after about this many samples
-	maxBin       = 32        // calls between samples at the start, at most
+	targetSample = 128       // ...reached after this many samples
+	maxBin       = 32        // calls between samples, at most at the start
 	guardBytes   = 256 << 20 // growth that stops the loop before memory runs out
 )
 
@@ -110,6 +116,9 @@ func (m *meter) close() {
 	if m.rss != nil {
 		m.rss.close()
 	}
+	if m.fds != nil {
+		m.fds.close()
+	}
 }
 
 // loop runs in its own goroutine so that a call that blocks can be timed
@@ -177,7 +186,7 @@ func (m *meter) fixed() {
 		return
 	}
 	total := m.cfg.iterations
-	bins := min(capacity, total)
+	bins := min(fixedSamples, total)
 	for j := 1; j <= bins; j++ {
 		lo := total * (j - 1) / bins
 		hi := total * j / bins
@@ -223,12 +232,13 @@ func (m *meter) adaptive() {
 			if m.guard() {
 				return
 			}
+			last := m.n - 1
+			if last >= firstVerdict && last&(last-1) == 0 && m.calls-m.origin >= minCalls && m.decided() {
+				return
+			}
 			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget {
 				return
 			}
-		}
-		if m.calls-m.origin >= minCalls && m.decided() {
-			return
 		}
 		m.decimate()
 	}

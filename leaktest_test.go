@@ -1,0 +1,402 @@
+package leaktest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// TestMain checks that no test leaves a goroutine behind, leaktest's own
+// included: every workload that leaks goroutines releases them.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// fakeTB records what Run reports, so failures can be checked without
+// failing the real test.
+type fakeTB struct {
+	testing.TB
+	mu     sync.Mutex
+	errors []string
+	logs   []string
+}
+
+func (f *fakeTB) Helper()      {}
+func (f *fakeTB) Name() string { return "TestFake" }
+
+func (f *fakeTB) Errorf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errors = append(f.errors, fmt.Sprintf(format, args...))
+}
+
+func (f *fakeTB) Logf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logs = append(f.logs, fmt.Sprintf(format, args...))
+}
+
+func (f *fakeTB) Failed() bool { return len(f.errors) > 0 }
+
+var testSink [][]byte
+
+// chain48 is a 48-byte leak with no slice around it: each call's object
+// points to the last, so the growth per call is exactly its size class.
+type chain48 struct {
+	next *chain48
+	_    [40]byte
+}
+
+var chain *chain48
+
+func TestRunFailsOnLeakAndPassesClean(t *testing.T) {
+	defer func() { chain = nil }()
+	leaky := &fakeTB{}
+	rep := Run(leaky, func() { chain = &chain48{next: chain} })
+	require.True(t, leaky.Failed())
+	require.True(t, rep.Leaked())
+	require.Len(t, leaky.errors, 1, "one failure per finding")
+	msg := leaky.errors[0]
+	for _, want := range []string{"Error:", "heap leaks: +", "per call:", "limit:", "4 B per call", "warm-up calls", "Test:", "TestFake"} {
+		assert.Contains(t, msg, want)
+	}
+	f := rep.finding(Heap)
+	require.NotNil(t, f)
+	assert.InDelta(t, 48, f.PerIteration, 48*0.05, "per-call estimate")
+
+	clean := &fakeTB{}
+	rep = Run(clean, func() { _ = make([]byte, 48) })
+	require.False(t, clean.Failed(), "%v", clean.errors)
+	require.False(t, rep.Leaked())
+}
+
+// The failure text, pinned on a report built by hand.
+func TestFailureTextIsPinned(t *testing.T) {
+	rep := &Report{
+		Warmup:     1024,
+		Iterations: 3072,
+		Series: []Series{
+			{Resource: Heap, Calls: []int{0, 1024, 2048, 3072, 4096}, Values: []float64{200 << 10, 201 << 10, 225 << 10, 249 << 10, 273 << 10}},
+			{Resource: Goroutines, Calls: []int{0, 1024, 2048, 3072, 4096}, Values: []float64{3, 3, 3, 3, 3}},
+		},
+		Findings: []Finding{{Resource: Heap, PerIteration: 24, Uncertainty: 0.5, Limit: 4}},
+	}
+	want := strings.Join([]string{
+		"heap leaks: +24 B per call",
+		"resource:   heap (bytes live on the Go heap after a full collection)",
+		"per call:   +24 B ± 0.5 B",
+		"limit:      4 B per call",
+		"calls:      3072 judged after 1024 warm-up calls",
+		"heap:       ▁▁▃▅█ 200 KiB → 273 KiB",
+		"goroutines: ▁▁▁▁▁ 3 → 3",
+	}, "\n")
+	assert.Equal(t, want, rep.failure(rep.Findings[0]))
+
+	tb := &fakeTB{}
+	require.False(t, assertNoLeak(tb, rep, nil))
+	require.Len(t, tb.errors, 1)
+	// testify's labelled blocks: the text above is the Error block.
+	msg := tb.errors[0]
+	assert.Contains(t, msg, "Error:      \theap leaks: +24 B per call\n")
+	assert.Contains(t, msg, "\t            \tgoroutines: ▁▁▁▁▁ 3 → 3\n")
+	assert.Contains(t, msg, "Test:       \tTestFake")
+
+	assert.Equal(t, "leaktest: 1 leak(s) found\n\n"+want, rep.String())
+
+	rep.Findings[0].Detail = "1 × created by main.start at main.go:9, blocked in chan send in main.worker\n2 × elsewhere"
+	assert.True(t, strings.HasSuffix(rep.failure(rep.Findings[0]),
+		"\nwhere:      1 × created by main.start at main.go:9, blocked in chan send in main.worker\n            2 × elsewhere"))
+}
+
+func TestOptionErrors(t *testing.T) {
+	for _, tc := range []struct {
+		opt  Option
+		want string
+	}{
+		{Iterations(0), "Iterations(0): need at least 1 call"},
+		{Iterations(-5), "Iterations(-5)"},
+		{Warmup(-1), "Warmup(-1): negative count"},
+		{Budget(0), "Budget(0s): budget must be positive"},
+		{Budget(-time.Second), "Budget(-1s)"},
+		{Timeout(0), "Timeout(0s): timeout must be positive"},
+		{Limit("memory", 1), `Limit("memory", 1): unknown Resource`},
+		{Limit(Heap, -1), "Limit(heap, -1): limit must be a finite number >= 0"},
+		{Limit(RSS, math.NaN()), "Limit(rss, NaN)"},
+		{Limit(FDs, math.Inf(1)), "Limit(fds, +Inf)"},
+		{nil, "nil Option"},
+	} {
+		calls := 0
+		rep, err := Measure(func() { calls++ }, tc.opt)
+		require.Error(t, err, "%s", tc.want)
+		assert.Contains(t, err.Error(), "leaktest: invalid option: ")
+		assert.Contains(t, err.Error(), tc.want)
+		assert.Nil(t, rep)
+		assert.Zero(t, calls, "fn must not run when an option is invalid")
+	}
+	_, err := Measure(nil)
+	assert.EqualError(t, err, "leaktest: fn is nil")
+
+	tb := &fakeTB{}
+	assert.Nil(t, Run(tb, func() {}, Iterations(-1)))
+	require.Len(t, tb.errors, 1)
+	assert.Contains(t, tb.errors[0], "leaktest could not measure fn")
+	assert.Contains(t, tb.errors[0], "Iterations(-1)")
+}
+
+func TestPanicIsAnError(t *testing.T) {
+	calls := 0
+	_, err := Measure(func() {
+		calls++
+		if calls == 500 {
+			panic("boom at 500")
+		}
+	})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "leaktest: fn panicked on call 500: boom at 500")
+	assert.Contains(t, err.Error(), "TestPanicIsAnError", "the panic's stack")
+
+	tb := &fakeTB{}
+	Run(tb, func() { panic(errors.New("always")) })
+	require.Len(t, tb.errors, 1)
+	assert.Contains(t, tb.errors[0], "fn panicked on call 1: always")
+}
+
+func TestGoexitIsAnError(t *testing.T) {
+	_, err := Measure(func() { runtime.Goexit() })
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "fn called runtime.Goexit on call 1")
+}
+
+func TestTimeoutDumpsGoroutines(t *testing.T) {
+	release := make(chan struct{})
+	calls := 0
+	start := time.Now()
+	_, err := Measure(func() {
+		calls++
+		if calls == 10 {
+			<-release // blocks until the test ends
+		}
+	}, Timeout(300*time.Millisecond))
+	close(release)
+	require.Error(t, err)
+	assert.Less(t, time.Since(start), 10*time.Second, "no hang")
+	assert.Contains(t, err.Error(), "leaktest: timed out after 300ms, on call 10 of fn; goroutines:")
+	assert.Contains(t, err.Error(), "TestTimeoutDumpsGoroutines.func1", "the dump shows where fn blocks")
+	// The abandoned loop sees the abort once fn returns, and ends.
+	require.NoError(t, goleak.Find(goleak.IgnoreCurrent()))
+}
+
+func TestNestedRunIsAnError(t *testing.T) {
+	var inner error
+	rep, err := Measure(func() {
+		if inner == nil {
+			_, inner = Measure(func() {})
+		}
+	}, Iterations(10))
+	require.NoError(t, err)
+	require.False(t, rep.Leaked())
+	require.Error(t, inner)
+	assert.Contains(t, inner.Error(), "nested Run")
+}
+
+func TestRuntimeSettingsRestored(t *testing.T) {
+	gogc := debug.SetGCPercent(100)
+	debug.SetGCPercent(gogc)
+	procs := runtime.GOMAXPROCS(0)
+	rate := runtime.MemProfileRate
+	for _, fn := range []func(){
+		func() { testSink = append(testSink, make([]byte, 64)) },
+		func() { panic("restore on panic too") },
+	} {
+		Measure(fn, Iterations(100))
+		testSink = nil
+		now := debug.SetGCPercent(gogc)
+		assert.Equal(t, gogc, now, "GOGC")
+		assert.Equal(t, procs, runtime.GOMAXPROCS(0), "GOMAXPROCS")
+		assert.Equal(t, rate, runtime.MemProfileRate, "MemProfileRate")
+	}
+}
+
+func TestFixedCounts(t *testing.T) {
+	calls := 0
+	rep, err := Measure(func() { calls++ }, Iterations(200))
+	require.NoError(t, err)
+	assert.Equal(t, 200, calls)
+	assert.Equal(t, 200, rep.Warmup+rep.Iterations)
+	assert.Less(t, rep.Warmup, 200/2, "warm-up found within the calls")
+
+	calls = 0
+	rep, err = Measure(func() { calls++ }, Warmup(100), Iterations(300))
+	require.NoError(t, err)
+	assert.Equal(t, 400, calls)
+	assert.Equal(t, 100, rep.Warmup)
+	assert.Equal(t, 300, rep.Iterations)
+
+	// A fixed warm-up that covers a cache's filling makes it clean even
+	// with few calls.
+	cache := map[int]bool{}
+	calls = 0
+	rep, err = Measure(func() {
+		calls++
+		if calls <= 300 {
+			cache[calls] = true
+		}
+	}, Warmup(300), Iterations(200))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+}
+
+func TestLimitOption(t *testing.T) {
+	defer func() { testSink = nil }()
+	fn := func() { testSink = append(testSink, make([]byte, 64)) }
+	rep, err := Measure(fn, Limit(Heap, 1024))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "88 B per call is under a 1 KiB limit:\n%s", rep)
+	s := rep.Series[0]
+	require.Equal(t, Heap, s.Resource)
+	assert.InDelta(t, 88, s.PerIteration, 88*0.05, "the series keeps its slope when under the limit")
+}
+
+func TestDroppedFileIsNoted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc")
+	}
+	rep, err := Measure(func() {
+		f, err := os.Open(os.Args[0])
+		if err != nil {
+			panic(err)
+		}
+		_ = f // dropped without Close: only its finalizer closes it
+	})
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "the collector closes them: no growth\n%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "closed only by the garbage collector", "%s", rep)
+}
+
+func TestLeakedGoroutinesAreGrouped(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	rep, err := Measure(func() { startBlockedWorker(release) })
+	require.NoError(t, err)
+	f := rep.finding(Goroutines)
+	require.NotNil(t, f, "%s", rep)
+	assert.InDelta(t, 1, f.PerIteration, 0.05)
+	assert.Regexp(t, `^\d+ × created by github.com/heapslope/leaktest.startBlockedWorker at leaktest_test.go:\d+, blocked in chan receive in github.com/heapslope/leaktest.startBlockedWorker.func1$`, f.Detail)
+}
+
+func startBlockedWorker(release chan struct{}) { go func() { <-release }() }
+
+func TestLeakedDescriptorsAreListed(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc")
+	}
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	rep, err := Measure(func() {
+		f, err := os.Open(os.Args[0])
+		if err != nil {
+			panic(err)
+		}
+		files = append(files, f)
+	})
+	require.NoError(t, err)
+	f := rep.finding(FDs)
+	require.NotNil(t, f, "%s", rep)
+	assert.InDelta(t, 1, f.PerIteration, 0.05)
+	assert.Regexp(t, `^descriptors left open:\n\d+ × `+os.Args[0]+`$`, f.Detail)
+}
+
+func TestLazyPoolIsNotedNotFailed(t *testing.T) {
+	p := &pool{}
+	defer p.stop()
+	rep, err := Measure(p.do)
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "4 × created by github.com/heapslope/leaktest.(*pool).do.func1")
+}
+
+// Run from parallel tests: measurements take turns, and the allocations of
+// the others are noise, not growth.
+func TestParallelRunsRaiseNoFalseAlarm(t *testing.T) {
+	for i := 0; i < 4; i++ {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			t.Parallel()
+			stop := backgroundGarbage()
+			defer stop()
+			Run(t, func() { _ = make([]byte, 256) }, Budget(500*time.Millisecond))
+		})
+	}
+}
+
+func TestShortModeShrinksBudget(t *testing.T) {
+	c := newConfig(true, nil)
+	assert.Equal(t, shortBudget, c.budget)
+	c = newConfig(false, nil)
+	assert.Equal(t, defaultBudget, c.budget)
+	c = newConfig(true, []Option{Budget(5 * time.Second)})
+	assert.Equal(t, 5*time.Second, c.budget, "an explicit budget wins")
+}
+
+// The measuring loop's sampling allocates nothing, so a 16-byte leak is
+// not lost among the harness's own allocations.
+func TestSampleAllocatesNothing(t *testing.T) {
+	m := newMeter(newConfig(false, nil), func() {})
+	defer m.close()
+	allocs := testing.AllocsPerRun(20, func() {
+		if m.n == capacity+1 {
+			m.decimate()
+		}
+		m.sample()
+		m.st.judge(m.xs, m.ys[sHeap], 0, m.n/2, 4)
+	})
+	assert.Zero(t, allocs)
+}
+
+func TestParseGoroutine(t *testing.T) {
+	block := `goroutine 42 [chan send, 3 minutes]:
+main.producer(0xc000012345)
+	/src/app/producer.go:12 +0x1d
+created by main.startProducer in goroutine 1
+	/src/app/producer.go:30 +0x3f`
+	g, id, ok := parseGoroutine(block)
+	require.True(t, ok)
+	assert.Equal(t, 42, id)
+	assert.Equal(t, goroutineGroup{createdBy: "main.startProducer at producer.go:30", top: "main.producer", state: "chan send"}, g)
+
+	dump := []byte(block + "\n\n" + strings.Replace(block, "goroutine 42", "goroutine 43", 1) + "\n\ngoroutine 7 [running]:\nmain.main()\n\t/src/app/main.go:3 +0x1")
+	assert.Equal(t, "2 × created by main.startProducer at producer.go:30, blocked in chan send in main.producer",
+		groupGoroutines(dump, map[int]bool{42: true, 43: true}))
+	assert.Equal(t, map[int]bool{7: true, 12: true},
+		leakedIDs("found unexpected goroutines:\n[Goroutine 7 in state chan receive, with x on top of the stack:\n... Goroutine 12 in state select, with y]"))
+}
+
+func TestFormatting(t *testing.T) {
+	for _, tc := range []struct {
+		r    Resource
+		v    float64
+		want string
+	}{
+		{Heap, 8, "8 B"}, {Heap, 1000, "1000 B"}, {Heap, 1024, "1 KiB"}, {Heap, 1536, "1.5 KiB"},
+		{RSS, 3 << 20, "3 MiB"}, {Heap, 0.25, "0.25 B"}, {Goroutines, 1, "1"}, {FDs, 0.1, "0.1"},
+	} {
+		assert.Equal(t, tc.want, formatValue(tc.r, tc.v))
+	}
+	assert.Equal(t, "▁▂▃▄▅▆▇█", sparkline([]float64{0, 1, 2, 3, 4, 5, 6, 7}, 32))
+	assert.Equal(t, "▁▁▁", sparkline([]float64{5, 5, 5}, 32))
+	assert.Equal(t, 4, len([]rune(sparkline(make([]float64, 100), 4))))
+}
