@@ -400,3 +400,43 @@ func TestFormatting(t *testing.T) {
 	assert.Equal(t, "▁▁▁", sparkline([]float64{5, 5, 5}, 32))
 	assert.Equal(t, 4, len([]rune(sparkline(make([]float64, 100), 4))))
 }
+
+func TestTrackGauge(t *testing.T) {
+	open := 0.0
+	rep, err := Measure(func() { open++ }, Track("figures", func() float64 { return open }, 0))
+	require.NoError(t, err)
+	f := rep.finding("figures")
+	require.NotNil(t, f, "%s", rep)
+	assert.InDelta(t, 1, f.PerIteration, 0.01)
+	assert.Contains(t, rep.String(), "figures leaks: +1 per call")
+
+	bounded := 0.0
+	rep, err = Measure(func() { bounded = math.Min(bounded+1, 50) }, Track("entries", func() float64 { return bounded }, 0))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "a gauge that stops at 50 is a plateau:\n%s", rep)
+	require.Equal(t, Resource("entries"), rep.Series[len(rep.Series)-1].Resource)
+
+	rep, err = Measure(func() { open++ }, Track("figures", func() float64 { return open }, 2))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "1 per call is under a limit of 2")
+
+	rep, err = Measure(func() { open++ }, Limit("figures", 2), Track("figures", func() float64 { return open }, 0), Limit("figures", 2))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "Limit may name a tracked gauge")
+
+	for _, tc := range []struct {
+		opts []Option
+		want string
+	}{
+		{[]Option{Track("", func() float64 { return 0 }, 0)}, "Track: empty name"},
+		{[]Option{Track("x", nil, 0)}, `Track("x"): nil gauge`},
+		{[]Option{Track("x", func() float64 { return 0 }, -1)}, `Track("x", -1): limit must be a finite number >= 0`},
+		{[]Option{Track("heap", func() float64 { return 0 }, 0)}, `Track("heap"): name already in use`},
+		{[]Option{Track("x", func() float64 { return 0 }, 0), Track("x", func() float64 { return 0 }, 0)}, `Track("x"): name already in use`},
+		{[]Option{Limit("y", 1)}, `Limit("y", 1): unknown Resource`},
+	} {
+		_, err := Measure(func() {}, tc.opts...)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+}

@@ -52,7 +52,7 @@ type meter struct {
 
 	// Everything the loop touches is allocated in newMeter.
 	xs      []float64
-	ys      [numSeries][]float64
+	ys      [][]float64 // numSeries built-in series, then one per Track gauge
 	dropped []float64 // descriptors closed by the collector at each sample
 	n       int       // samples held
 	calls   int
@@ -68,10 +68,11 @@ type meter struct {
 
 	start      time.Time
 	sampleCost time.Duration
-	guardBase  [numSeries]float64
+	guardBase  []float64
 	guarded    int // series that tripped the memory guard, or -1
 	hasGuard   bool
-	judged     [numSeries]judgement
+	judged     []judgement
+	judgedList []int
 	allocs0    uint64
 
 	callsNow atomic.Int64 // calls made, readable after a timeout
@@ -98,9 +99,14 @@ func newMeter(cfg *config, fn func()) *meter {
 		rng:     uint64(time.Now().UnixNano()) | 1,
 		guarded: -1,
 	}
+	total := numSeries + len(cfg.gauges)
+	m.ys = make([][]float64, total)
 	for i := range m.ys {
 		m.ys[i] = make([]float64, 0, capacity+1)
 	}
+	m.guardBase = make([]float64, total)
+	m.judged = make([]judgement, total)
+	m.judgedList = judgedList(len(cfg.gauges))
 	// Initialise everything lazy before the first sample: runtime/metrics
 	// builds its tables on first use, and the first finalizer starts the
 	// runtime's finalizer goroutine.
@@ -268,7 +274,7 @@ func (m *meter) planBin(call time.Duration) float64 {
 // one leaks.
 func (m *meter) decided() bool {
 	allClean := true
-	for _, s := range judgedSeries {
+	for _, s := range m.judgedSeries() {
 		if _, ok := m.limit(s); !ok {
 			continue
 		}
@@ -348,6 +354,10 @@ func (m *meter) sample() {
 	m.ys[sOffGo] = append(m.ys[sOffGo], offGo)
 	m.ys[sGoroutines] = append(m.ys[sGoroutines], goroutines)
 	m.ys[sFDs] = append(m.ys[sFDs], fds)
+	for i, g := range m.cfg.gauges {
+		s := numSeries + i
+		m.ys[s] = append(m.ys[s], g.read())
+	}
 	m.n++
 	if m.n == 2 {
 		for s := range m.guardBase {

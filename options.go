@@ -42,8 +42,15 @@ type config struct {
 	budget     time.Duration
 	timeout    time.Duration
 	limits     map[Resource]float64
+	gauges     []trackedGauge
 	ignore     []goleak.Option
 	err        error
+}
+
+// trackedGauge is a user's count, sampled with the built-in resources.
+type trackedGauge struct {
+	name Resource
+	read func() float64
 }
 
 func newConfig(short bool, opts []Option) *config {
@@ -66,7 +73,28 @@ func newConfig(short bool, opts []Option) *config {
 		}
 		o.apply(c)
 	}
+	// Limits are checked last, so that Limit may name a Track gauge given
+	// after it.
+	for r, l := range c.limits {
+		if !isBuiltin(r) && !c.tracked(r) {
+			c.fail("Limit(%q, %v): unknown Resource (want heap, rss, goroutines, fds or a Track name)", string(r), l)
+		}
+	}
 	return c
+}
+
+func isBuiltin(r Resource) bool {
+	_, ok := defaultLimits[r]
+	return ok
+}
+
+func (c *config) tracked(r Resource) bool {
+	for _, g := range c.gauges {
+		if g.name == r {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *config) fail(format string, args ...any) {
@@ -106,10 +134,6 @@ func Warmup(n int) Option {
 // Growth must exceed the limit with statistical confidence to fail.
 func Limit(r Resource, perIteration float64) Option {
 	return optionFunc(func(c *config) {
-		if _, ok := defaultLimits[r]; !ok {
-			c.fail("Limit(%q, %v): unknown Resource (want heap, rss, goroutines or fds)", string(r), perIteration)
-			return
-		}
 		if perIteration < 0 || math.IsNaN(perIteration) || math.IsInf(perIteration, 0) {
 			c.fail("Limit(%s, %v): limit must be a finite number >= 0", r, perIteration)
 			return
@@ -151,5 +175,29 @@ func Timeout(d time.Duration) Option {
 func IgnoreGoroutines(opts ...goleak.Option) Option {
 	return optionFunc(func(c *config) {
 		c.ignore = append(c.ignore, opts...)
+	})
+}
+
+// Track samples a count of the user's along with the built-in resources —
+// open figures, cache entries, sql.DB.Stats().OpenConnections, a queue's
+// length — judges it by the same rule, and reports it as a Resource named
+// name when it grows by more than limit per call. gauge is read right after
+// each full collection, outside the calls of fn; it should be cheap.
+func Track(name string, gauge func() float64, limit float64) Option {
+	return optionFunc(func(c *config) {
+		r := Resource(name)
+		switch {
+		case name == "":
+			c.fail("Track: empty name")
+		case gauge == nil:
+			c.fail("Track(%q): nil gauge", name)
+		case limit < 0 || math.IsNaN(limit) || math.IsInf(limit, 0):
+			c.fail("Track(%q, %v): limit must be a finite number >= 0", name, limit)
+		case isBuiltin(r) || c.tracked(r):
+			c.fail("Track(%q): name already in use", name)
+		default:
+			c.gauges = append(c.gauges, trackedGauge{name: r, read: gauge})
+			c.limits[r] = limit
+		}
 	})
 }

@@ -70,16 +70,43 @@ func (r *Report) finding(res Resource) *Finding {
 	return nil
 }
 
-var judgedSeries = [...]int{sHeap, sOffGo, sGoroutines, sFDs}
+var builtinResource = [numSeries]Resource{sHeap: Heap, sRSS: RSS, sOffGo: RSS, sGoroutines: Goroutines, sFDs: FDs}
 
-var seriesResource = [numSeries]Resource{sHeap: Heap, sRSS: RSS, sOffGo: RSS, sGoroutines: Goroutines, sFDs: FDs}
+// resource names series s: a built-in one, or a Track gauge.
+func (m *meter) resource(s int) Resource {
+	if s < numSeries {
+		return builtinResource[s]
+	}
+	return m.cfg.gauges[s-numSeries].name
+}
+
+// judgedSeries lists the series the rule judges: RSS is judged on its
+// part outside the Go runtime's memory. Built once, in newMeter.
+func (m *meter) judgedSeries() []int { return m.judgedList }
+
+func judgedList(gauges int) []int {
+	list := []int{sHeap, sOffGo, sGoroutines, sFDs}
+	for i := 0; i < gauges; i++ {
+		list = append(list, numSeries+i)
+	}
+	return list
+}
+
+// reportedSeries lists the series shown in the Report.
+func (m *meter) reportedSeries() []int {
+	list := []int{sHeap, sRSS, sGoroutines, sFDs}
+	for i := range m.cfg.gauges {
+		list = append(list, numSeries+i)
+	}
+	return list
+}
 
 // limit returns the limit of series s and whether s was measured here.
 func (m *meter) limit(s int) (float64, bool) {
 	if m.n == 0 || math.IsNaN(m.ys[s][0]) {
 		return 0, false
 	}
-	return m.cfg.limits[seriesResource[s]], true
+	return m.cfg.limits[m.resource(s)], true
 }
 
 // window returns the first index of the judged region and the index that
@@ -106,13 +133,13 @@ func (m *meter) report() *Report {
 		rep.Warmup = int(m.xs[r0])
 		rep.Iterations = m.calls - rep.Warmup
 	}
-	for _, s := range judgedSeries {
+	for _, s := range m.judgedSeries() {
 		limit, ok := m.limit(s)
 		if !ok {
 			continue
 		}
 		j := m.judge(s)
-		res := seriesResource[s]
+		res := m.resource(s)
 		if s == m.guarded && j.verdict != leak {
 			// The guard stopped the loop before the rule had enough
 			// samples: judge the growth since the first call.
@@ -144,8 +171,8 @@ func (m *meter) report() *Report {
 				res, formatValue(res, j.late.slope), m.calls-int(m.xs[mid])))
 		}
 	}
-	for s := 0; s < numSeries; s++ {
-		if s == sOffGo || m.n == 0 || math.IsNaN(m.ys[s][0]) {
+	for _, s := range m.reportedSeries() {
+		if m.n == 0 || math.IsNaN(m.ys[s][0]) {
 			continue
 		}
 		j := m.judged[s]
@@ -153,7 +180,7 @@ func (m *meter) report() *Report {
 			j = m.judged[sOffGo]
 		}
 		ser := Series{
-			Resource:     seriesResource[s],
+			Resource:     m.resource(s),
 			Calls:        make([]int, m.n),
 			Values:       append([]float64(nil), m.ys[s]...),
 			PerIteration: j.region.slope,
@@ -301,7 +328,7 @@ func describe(r Resource) string {
 	case FDs:
 		return "fds (open file descriptors)"
 	}
-	return string(r)
+	return string(r) + " (tracked gauge)"
 }
 
 var sparks = []rune("▁▂▃▄▅▆▇█")
