@@ -42,6 +42,23 @@ type Finding struct {
 	// Detail says where to look, when known: the leaked goroutines grouped
 	// by creation site, the descriptors left open.
 	Detail string
+	// Sites are the allocation sites of a Heap leak, largest first, found
+	// by profiling a confirmation window of calls.
+	Sites []Site
+}
+
+// Site is one allocation site of a heap leak: the innermost frame of the
+// allocating stack outside the runtime and leaktest itself.
+type Site struct {
+	Function string
+	File     string
+	Line     int
+	// Stack is the allocating stack, innermost first, as "function
+	// file:line" lines.
+	Stack []string
+	// BytesPerCall and ObjectsPerCall are the in-use growth per call that
+	// the site accounts for; Share is its part of the heap growth (0–1).
+	BytesPerCall, ObjectsPerCall, Share float64
 }
 
 // Series is the samples of one resource, each taken after a full
