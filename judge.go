@@ -1,40 +1,50 @@
 package leaktest
 
-// The decision rule. A resource leaks when its growth is a slope that runs
-// through the whole judged region, not a step, a plateau or a sawtooth:
+import (
+	"math"
+	"slices"
+)
+
+// The decision rule. A resource leaks when it grows again and again
+// through the judged region, not once (a step), not for a while (a plateau)
+// and not up and down (a sawtooth):
 //
-//   - over the judged region (the last three quarters of the samples) the
-//     Mann–Kendall trend has z >= zRegion;
-//   - over its last two thirds (growth still going on at the end) z >=
-//     zLate and the lower end of the Sen interval is above the limit;
-//   - over its first third (growth already there before) z >= zEarly and
-//     the Theil–Sen slope is above the limit;
-//   - the slopes of the two windows agree within a factor of maxRatio.
+//   - over the judged region (the last three quarters of the samples, or
+//     everything after a fixed warm-up) the Mann–Kendall trend has
+//     z >= zRegion;
+//   - the region's first third (early window) and its last two thirds (late
+//     window) each show an upward trend of their own, z >= zEarly and
+//     z >= zLate, and each grows faster than the limit;
+//   - the two windows' growth per call agrees within a factor of maxRatio.
 //
-// A step lies in one window only, a plateau leaves the last window flat, a
-// sawtooth has no rank trend once the sampling is jittered. Each threshold
-// alone would let a rare noise pattern through; together they make a false
-// alarm on a stationary series a joint event of probability below 1e-7.
+// A window's growth per call is its Theil–Sen slope, or, for growth in
+// steps (a slice or map that reallocates as it grows) where most pairs of
+// samples lie on one stair and the median slope is 0, the change of its
+// level (median of its first and last quarter) per call, whichever is
+// larger. A one-time step lies in one window only; a plateau leaves the late
+// window flat; a sawtooth, sampled at jittered points, has no rank trend.
 const (
 	zRegion  = 4.0
-	zLate    = 3.0
-	zEarly   = 2.0
-	ciZ      = 3.0 // Sen interval: the reported uncertainty and the lower bound
-	zHint    = 2.0 // growth this clear in the last window asks for more data
-	maxRatio = 3.0
+	zLate    = 2.5
+	zEarly   = 3.0
+	ciZ      = 3.0 // Sen interval: the reported uncertainty
+	zHint    = 2.0 // growth this clear in the late window asks for more data
+	maxRatio = 4.0
 )
 
 type verdict int
 
 const (
 	clean  verdict = iota
-	unsure         // growth in the last window only: a step, or a leak that started late
+	unsure         // growth in the late window only: a step, or a leak that started late
 	leak
 )
 
 type judgement struct {
 	verdict
 	region, early, late fit
+	// earlyRate and lateRate are the windows' growth per call.
+	earlyRate, lateRate float64
 }
 
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region
@@ -44,13 +54,41 @@ func (s *stats) judge(xs, ys []float64, r0, mid int, limit float64) judgement {
 	j.region = s.fitTrend(xs[r0:], ys[r0:], ciZ)
 	j.early = s.fitTrend(xs[r0:mid+1], ys[r0:mid+1], ciZ)
 	j.late = s.fitTrend(xs[mid:], ys[mid:], ciZ)
-	agree := j.early.slope*maxRatio >= j.late.slope && j.late.slope*maxRatio >= j.early.slope
+	j.earlyRate = math.Max(j.early.slope, s.levelRate(xs[r0:mid+1], ys[r0:mid+1]))
+	j.lateRate = math.Max(j.late.slope, s.levelRate(xs[mid:], ys[mid:]))
+	agree := j.earlyRate*maxRatio >= j.lateRate && j.lateRate*maxRatio >= j.earlyRate
 	switch {
-	case j.region.z >= zRegion && j.late.z >= zLate && j.late.lo > limit &&
-		j.early.z >= zEarly && j.early.slope > limit && agree:
+	case j.region.z >= zRegion && j.late.z >= zLate && j.early.z >= zEarly &&
+		j.lateRate > limit && j.earlyRate > limit && agree:
 		j.verdict = leak
-	case j.late.z >= zHint && j.late.slope > limit:
+	case j.late.z >= zHint && j.lateRate > limit:
 		j.verdict = unsure
 	}
 	return j
 }
+
+// levelRate is the change per call between the median of the first and
+// of the last quarter of a window (at least three samples each, so that
+// one sample disturbed by garbage in flight does not move a level).
+func (s *stats) levelRate(xs, ys []float64) float64 {
+	n := len(xs)
+	q := max(3, n/4)
+	if n < 2*q {
+		return 0
+	}
+	a := s.medianOf(ys[:q])
+	b := s.medianOf(ys[n-q:])
+	dx := s.medianOf(xs[n-q:]) - s.medianOf(xs[:q])
+	if dx <= 0 {
+		return 0
+	}
+	return (b - a) / dx
+}
+
+// medianOf sorts a copy of vs in the scratch space.
+func (s *stats) medianOf(vs []float64) float64 {
+	c := append(s.ties[:0], vs...)
+	slices.Sort(c)
+	return median(c)
+}
+

@@ -14,17 +14,17 @@ import (
 // a run whose rhythm changed (more calls between collections later on)
 // would change what fn has in flight at each sample — goroutines not yet
 // finished, their runtime structures — and that change would look like
-// growth. The rule judges the samples at 64, 128 and 256; only a run still
-// undecided at 256 samples drops every other one and doubles the calls
-// between samples.
+// growth. The rule judges the samples at 64, 128 and 256 (a leak needs two
+// judgements in a row); only a run still undecided at 256 samples drops
+// every other one and doubles the calls between samples.
 const (
 	capacity     = 256
 	firstVerdict = 64        // samples before the first judgement
 	fixedSamples = 48        // samples spread over Iterations(n)
 	minSamples   = 32        // taken even past the budget, for a verdict with power
 	minCalls     = 4096      // an adaptive verdict needs at least this many calls...
-	targetSample = 128       // ...reached after this many samples
-	maxBin       = 32        // calls between samples, at most at the start
+	targetSample = 64        // ...reached after this many samples
+	maxBin       = 64        // calls between samples, at most
 	guardBytes   = 256 << 20 // growth that stops the loop before memory runs out
 )
 
@@ -53,8 +53,8 @@ type meter struct {
 	// Everything the loop touches is allocated in newMeter.
 	xs      []float64
 	ys      [][]float64 // numSeries built-in series, then one per Track gauge
-	dropped []float64 // descriptors closed by the collector at each sample
-	n       int       // samples held
+	dropped []float64   // descriptors closed by the collector at each sample
+	n       int         // samples held
 	calls   int
 	bin     float64 // calls between samples
 	origin  int     // first call judged with a fixed warm-up; 0 otherwise
@@ -73,6 +73,7 @@ type meter struct {
 	hasGuard   bool
 	judged     []judgement
 	judgedList []int
+	confirming bool // the last judgement found a leak
 	allocs0    uint64
 
 	callsNow atomic.Int64 // calls made, readable after a timeout
@@ -239,8 +240,23 @@ func (m *meter) adaptive() {
 				return
 			}
 			last := m.n - 1
-			if last >= firstVerdict && last&(last-1) == 0 && m.calls-m.origin >= minCalls && m.decided() {
-				return
+			// minCalls counts planned calls: the jittered last sample may
+			// fall a little short of them.
+			if last >= firstVerdict && last&(last-1) == 0 && float64(last)*m.bin >= minCalls {
+				switch m.overall() {
+				case clean:
+					return
+				case leak:
+					// A leak must be found again at the next
+					// judgement, whose late window is all new samples:
+					// a step that fooled one judgement cannot fool two.
+					if m.confirming {
+						return
+					}
+					m.confirming = true
+				default:
+					m.confirming = false
+				}
 			}
 			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget {
 				return
@@ -270,23 +286,21 @@ func (m *meter) planBin(call time.Duration) float64 {
 	return math.Max(1, math.Floor(k))
 }
 
-// decided judges the full buffer: true when every resource is clean, or
-// one leaks.
-func (m *meter) decided() bool {
-	allClean := true
+// overall judges every resource: leak if one leaks, clean if all are.
+func (m *meter) overall() verdict {
+	v := clean
 	for _, s := range m.judgedSeries() {
 		if _, ok := m.limit(s); !ok {
 			continue
 		}
-		j := m.judge(s)
-		if j.verdict == leak {
-			return true
-		}
-		if j.verdict != clean {
-			allClean = false
+		switch m.judge(s).verdict {
+		case leak:
+			return leak
+		case unsure:
+			v = unsure
 		}
 	}
-	return allClean
+	return v
 }
 
 // decimate keeps every other sample and doubles the calls between them.

@@ -168,9 +168,15 @@ func (m *meter) report() *Report {
 		m.judged[s] = j
 		switch j.verdict {
 		case leak:
+			per := j.region.slope
+			if per <= limit {
+				// Growth in steps: most pairs lie on one stair, so the
+				// median slope misses it; the level's change does not.
+				per = m.st.levelRate(m.xs[r0:], m.ys[s][r0:])
+			}
 			f := Finding{
 				Resource:     res,
-				PerIteration: j.region.slope,
+				PerIteration: per,
 				Uncertainty:  (j.region.hi - j.region.lo) / 2,
 				Limit:        limit,
 			}

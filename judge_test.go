@@ -1,0 +1,180 @@
+package leaktest
+
+import (
+	"math"
+	"math/rand"
+	"os"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// Monte Carlo checks of the decision rule on synthetic series sampled the
+// way the meter samples them: 65 samples, 64 calls apart, jittered. The
+// rule must never call a stationary, plateauing, stepped or sawtooth series
+// a leak, and must catch linear and stepwise leaks above the limit.
+
+const simLimit = 4.0 // the default heap limit, bytes per call
+
+func simXs(rng *rand.Rand, samples int) []float64 {
+	xs := []float64{0, 1, 2}
+	for j := 3; j < samples; j++ {
+		lo := float64(j-1) * 64
+		xs = append(xs, lo+1+float64(rng.Intn(64)))
+	}
+	return xs
+}
+
+type scenario struct {
+	name string
+	gen  func(rng *rand.Rand) func(x float64) float64
+}
+
+func gauss(rng *rand.Rand, sd float64) float64 { return rng.NormFloat64() * sd }
+
+// spikes is garbage in flight at a sample: mostly none, sometimes a lot.
+func spikes(rng *rand.Rand) float64 {
+	if rng.Float64() < 0.1 {
+		return float64(rng.Intn(256)) * 1024
+	}
+	return 0
+}
+
+var cleanScenarios = []scenario{
+	{"flat", func(*rand.Rand) func(float64) float64 { return func(float64) float64 { return 1 << 20 } }},
+	{"gaussian-noise", func(rng *rand.Rand) func(float64) float64 {
+		sd := math.Pow(10, 1+4*rng.Float64())
+		return func(float64) float64 { return 1<<20 + gauss(rng, sd) }
+	}},
+	{"garbage-spikes", func(rng *rand.Rand) func(float64) float64 {
+		return func(float64) float64 { return 1<<20 + spikes(rng) }
+	}},
+	{"one-step", func(rng *rand.Rand) func(float64) float64 {
+		at, h, sd := rng.Float64()*8192, math.Pow(2, 4+16*rng.Float64()), 64*rng.Float64()
+		return func(x float64) float64 {
+			v := 1<<20 + gauss(rng, sd)
+			if x >= at {
+				v += h
+			}
+			return v
+		}
+	}},
+	{"constant-garbage-in-flight", func(rng *rand.Rand) func(float64) float64 {
+		return func(float64) float64 { return 1<<20 + float64(rng.Intn(512))*1024 }
+	}},
+	{"one-step-in-constant-garbage", func(rng *rand.Rand) func(float64) float64 {
+		at, h := rng.Float64()*8192, math.Pow(2, 4+16*rng.Float64())
+		return func(x float64) float64 {
+			v := 1<<20 + float64(rng.Intn(512))*1024
+			if x >= at {
+				v += h
+			}
+			return v
+		}
+	}},
+	{"one-step-with-spikes", func(rng *rand.Rand) func(float64) float64 {
+		at, h := rng.Float64()*8192, math.Pow(2, 4+16*rng.Float64())
+		return func(x float64) float64 {
+			v := 1<<20 + spikes(rng)
+			if x >= at {
+				v += h
+			}
+			return v
+		}
+	}},
+	{"plateau", func(rng *rand.Rand) func(float64) float64 {
+		tau, h, sd := 20+600*rng.Float64(), math.Pow(2, 10+12*rng.Float64()), 64*rng.Float64()
+		return func(x float64) float64 { return 1<<20 + h*(1-math.Exp(-x/tau)) + gauss(rng, sd) }
+	}},
+	{"sawtooth", func(rng *rand.Rand) func(float64) float64 {
+		period, a := 2+math.Floor(1500*rng.Float64()), math.Pow(2, 8+12*rng.Float64())
+		return func(x float64) float64 { return 1<<20 + a*math.Mod(x, period)/period }
+	}},
+}
+
+var leakyScenarios = []scenario{
+	{"linear-8B", func(rng *rand.Rand) func(float64) float64 {
+		return func(x float64) float64 { return 1<<20 + 8*x + gauss(rng, 16) }
+	}},
+	{"linear-16B-with-spikes", func(rng *rand.Rand) func(float64) float64 {
+		return func(x float64) float64 { return 1<<20 + 16*x + spikes(rng)/64 }
+	}},
+	{"linear-1KiB-noisy", func(rng *rand.Rand) func(float64) float64 {
+		return func(x float64) float64 { return 1<<20 + 1024*x + gauss(rng, 64<<10) }
+	}},
+	{"slice-append-8B", func(rng *rand.Rand) func(float64) float64 {
+		return func(x float64) float64 { return 1<<20 + 8*float64(sliceCap(int(x))) }
+	}},
+	{"steps-every-500-calls", func(rng *rand.Rand) func(float64) float64 {
+		off := rng.Float64() * 500
+		return func(x float64) float64 { return 1<<20 + 32<<10*math.Floor((x+off)/500) }
+	}},
+}
+
+// sliceCap follows the growth of append for n 8-byte elements.
+func sliceCap(n int) int {
+	c := 0
+	for c < n {
+		switch {
+		case c == 0:
+			c = 1
+		case c < 256:
+			c *= 2
+		default:
+			c += (c + 3*256) / 4
+		}
+	}
+	return c
+}
+
+// simulate counts the trials judged a leak: as the meter does, at 64
+// samples and confirmed at 128 (confirmed), and at one judgement of 64
+// samples alone (single), as when the budget ends the run.
+func simulate(sc scenario, trials int, seed int64) (confirmed, single int) {
+	rng := rand.New(rand.NewSource(seed))
+	st := newStats(capacity + 1)
+	for i := 0; i < trials; i++ {
+		xs := simXs(rng, 129)
+		f := sc.gen(rng)
+		ys := make([]float64, len(xs))
+		for k, x := range xs {
+			ys[k] = f(x)
+		}
+		first := st.judge(xs[:65], ys[:65], 64/4, 64/2, simLimit).verdict == leak
+		if first {
+			single++
+			if st.judge(xs, ys, 128/4, 128/2, simLimit).verdict == leak {
+				confirmed++
+			}
+		}
+	}
+	return confirmed, single
+}
+
+// simTrials is 2000 per scenario; LEAKTEST_SIM_TRIALS sets more.
+func simTrials() int {
+	if n, err := strconv.Atoi(os.Getenv("LEAKTEST_SIM_TRIALS")); err == nil && n > 0 {
+		return n
+	}
+	return 2000
+}
+
+func TestRuleNeverFlagsCleanShapes(t *testing.T) {
+	n := simTrials()
+	for i, sc := range cleanScenarios {
+		got, single := simulate(sc, n, int64(i+1))
+		t.Logf("%-28s %d false alarms in %d (%d at a single judgement)", sc.name, got, n, single)
+		assert.Zero(t, got, sc.name)
+	}
+}
+
+func TestRuleCatchesLeakShapes(t *testing.T) {
+	n := simTrials()
+	for i, sc := range leakyScenarios {
+		got, single := simulate(sc, n, int64(100+i))
+		t.Logf("%-28s caught %d of %d (%d at a single judgement)", sc.name, got, n, single)
+		assert.Equal(t, n, got, sc.name)
+		assert.Equal(t, n, single, sc.name)
+	}
+}
