@@ -91,4 +91,3 @@ func (s *stats) medianOf(vs []float64) float64 {
 	slices.Sort(c)
 	return median(c)
 }
-
