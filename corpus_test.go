@@ -389,7 +389,7 @@ func backgroundGarbage() (stop func()) {
 
 type node struct {
 	next *node
-	pad  [6]*int
+	_    [6]*int // pointer words the collector must scan
 }
 
 // bigHeap builds a pointer-rich live heap of about size bytes, so each

@@ -330,12 +330,15 @@ func (r *Report) failure(f Finding) string {
 }
 
 func (r *Report) writeSeries(b *strings.Builder) {
+	width := len("goroutines:")
+	for _, s := range r.Series {
+		width = max(width, len(s.Resource)+1)
+	}
 	for _, s := range r.Series {
 		if len(s.Values) == 0 {
 			continue
 		}
-		label := string(s.Resource) + ":"
-		fmt.Fprintf(b, "%-11s %s %s → %s\n", label, sparkline(s.Values, 32),
+		fmt.Fprintf(b, "%-*s %s %s → %s\n", width, string(s.Resource)+":", sparkline(s.Values, 32),
 			formatValue(s.Resource, s.Values[0]), formatValue(s.Resource, s.Values[len(s.Values)-1]))
 	}
 }
