@@ -3,9 +3,11 @@ package leaktest
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,14 +34,79 @@ func (m *meter) checkGoroutines(rep *Report, before int, opts []goleak.Option) {
 	if len(ids) == 0 {
 		return
 	}
-	groups := groupGoroutines(allStacks(), ids)
+	dump := goroutineDump()
+	// Where the dump shows pprof labels (Go 1.26+), only goroutines that
+	// carry the measurement's label were started by fn or its children:
+	// the others belong to tests running in parallel.
+	labelled := bytes.Contains(dump, []byte("labels:{"))
+	ours := ids
+	if labelled {
+		ours = map[int]bool{}
+		markLabelled(dump, m.label, ids, ours)
+	}
 	if f != nil {
-		f.Detail = groups
+		if len(ours) == 0 {
+			f.Detail = "none of the goroutines left carries this measurement's label: they were started on fn's behalf by goroutines that existed before, or by tests running in parallel:\n" +
+				groupGoroutines(dump, ids)
+			return
+		}
+		f.Detail = groupGoroutines(dump, ours)
+		return
+	}
+	if len(ours) == 0 {
 		return
 	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf(
 		"%d goroutine(s) started by fn are still running, but their number did not grow after warm-up (a pool started once?), so they are not a leak:\n%s",
-		len(ids), groups))
+		len(ours), groupGoroutines(dump, ours)))
+}
+
+// markLabelled adds to ours the goroutines of ids whose header in dump
+// carries label.
+func markLabelled(dump []byte, label string, ids, ours map[int]bool) {
+	want := fmt.Sprintf("%q: %q", labelKey, label)
+	for _, block := range bytes.Split(dump, []byte("\n\n")) {
+		head, _, _ := bytes.Cut(block, []byte("\n"))
+		if !bytes.Contains(head, []byte(want)) {
+			continue
+		}
+		_, id, ok := parseGoroutine(string(block))
+		if ok && ids[id] {
+			ours[id] = true
+		}
+	}
+}
+
+// labelKey is the pprof label the measuring goroutine runs under; the
+// goroutines fn starts inherit it.
+const labelKey = "leaktest"
+
+// goroutineDump is runtime.Stack of every goroutine, with pprof labels
+// where the runtime can show them (GODEBUG=tracebacklabels=1, Go 1.26+;
+// set only while dumping), and goroutines blocked forever marked
+// "(leaked)" where the goroutineleak profile exists
+// (GOEXPERIMENT=goroutineleakprofile).
+func goroutineDump() []byte {
+	old, had := os.LookupEnv("GODEBUG")
+	v := "tracebacklabels=1"
+	if old != "" {
+		v = old + "," + v
+	}
+	os.Setenv("GODEBUG", v)
+	defer func() {
+		if had {
+			os.Setenv("GODEBUG", old)
+		} else {
+			os.Unsetenv("GODEBUG")
+		}
+	}()
+	if p := pprof.Lookup("goroutineleak"); p != nil {
+		var b bytes.Buffer
+		if p.WriteTo(&b, 2) == nil {
+			return b.Bytes()
+		}
+	}
+	return allStacks()
 }
 
 var goleakID = regexp.MustCompile(`Goroutine (\d+) in state`)
@@ -60,6 +127,7 @@ type goroutineGroup struct {
 	createdBy string // function and file:line
 	top       string // function on top of the stack
 	state     string
+	forever   bool // the goroutineleak profile found it blocked forever
 }
 
 // groupGoroutines groups the goroutines of dump whose ids are in ids by
@@ -90,7 +158,7 @@ func groupGoroutines(dump []byte, ids map[int]bool) string {
 			fmt.Fprintf(&b, "… and %d more groups\n", len(list)-i)
 			break
 		}
-		fmt.Fprintf(&b, "%d × created by %s, %s in %s\n", g.count, g.createdBy, describeState(g.state), g.top)
+		fmt.Fprintf(&b, "%d × created by %s, %s in %s\n", g.count, g.createdBy, describeState(g.state, g.forever), g.top)
 	}
 	return strings.TrimSuffix(b.String(), "\n")
 }
@@ -116,8 +184,14 @@ func parseGoroutine(block string) (g goroutineGroup, id int, ok bool) {
 	if err != nil {
 		return g, 0, false
 	}
-	if l, r := strings.IndexByte(head, '['), strings.IndexByte(head, ']'); l >= 0 && r > l {
-		g.state, _, _ = strings.Cut(head[l+1:r], ",")
+	if l, r := strings.IndexByte(head, '['), strings.LastIndexByte(head, ']'); l >= 0 && r > l {
+		inner := head[l+1 : r]
+		inner, _, _ = strings.Cut(inner, " labels:{")
+		g.state, _, _ = strings.Cut(inner, ",")
+		if s, ok := strings.CutSuffix(g.state, " (leaked)"); ok {
+			g.state, g.forever = s, true
+		}
+		g.state = strings.TrimSuffix(g.state, " (durable)")
 	}
 	g.top = funcName(lines[1])
 	g.createdBy = "an unknown site"
@@ -148,12 +222,14 @@ func fileLine(line string) string {
 	return filepath.Base(line)
 }
 
-func describeState(state string) string {
+func describeState(state string, forever bool) string {
 	switch {
 	case state == "":
 		return "in an unknown state"
 	case state == "running" || state == "runnable" || state == "syscall":
 		return state
+	case forever:
+		return "blocked forever in " + state
 	default:
 		return "blocked in " + state
 	}

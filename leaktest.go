@@ -19,10 +19,12 @@
 package leaktest
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,7 +62,7 @@ const (
 // Run returns the report, or nil when nothing could be measured.
 func Run(t testing.TB, fn func(), opts ...Option) *Report {
 	t.Helper()
-	rep, err := Measure(fn, opts...)
+	rep, err := Measure(fn, append([]Option{named(t.Name())}, opts...)...)
 	assertNoLeak(t, rep, err)
 	return rep
 }
@@ -109,7 +111,9 @@ func measure(fn func(), cfg *config) (*Report, error) {
 	gBefore := runtime.NumGoroutine()
 
 	done := make(chan struct{})
-	go m.loop(done)
+	// fn runs under a pprof label that the goroutines it starts inherit,
+	// so the goroutines left behind can be told from other tests'.
+	go pprof.Do(context.Background(), pprof.Labels(labelKey, m.label), func(context.Context) { m.loop(done) })
 	timer := time.NewTimer(cfg.timeout)
 	defer timer.Stop()
 	select {
@@ -125,5 +129,10 @@ func measure(fn func(), cfg *config) (*Report, error) {
 	rep := m.report()
 	m.checkGoroutines(rep, gBefore, append([]goleak.Option{before}, cfg.ignore...))
 	m.checkFDs(rep, fdsBefore)
+	if cfg.reportDir != "" {
+		if err := m.writeArtifacts(rep); err != nil {
+			rep.Notes = append(rep.Notes, "writing artifacts: "+err.Error())
+		}
+	}
 	return rep, nil
 }

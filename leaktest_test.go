@@ -27,13 +27,20 @@ func TestMain(m *testing.M) {
 // failing the real test.
 type fakeTB struct {
 	testing.TB
+	name   string
 	mu     sync.Mutex
 	errors []string
 	logs   []string
 }
 
-func (f *fakeTB) Helper()      {}
-func (f *fakeTB) Name() string { return "TestFake" }
+func (f *fakeTB) Helper() {}
+
+func (f *fakeTB) Name() string {
+	if f.name == "" {
+		return "TestFake"
+	}
+	return f.name
+}
 
 func (f *fakeTB) Errorf(format string, args ...any) {
 	f.mu.Lock()

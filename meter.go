@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -74,6 +75,8 @@ type meter struct {
 	judged     []judgement
 	judgedList []int
 	confirming bool // the last judgement found a leak
+	attr       *attribution
+	label      string // pprof label value of this measurement
 	allocs0    uint64
 
 	callsNow atomic.Int64 // calls made, readable after a timeout
@@ -98,6 +101,7 @@ func newMeter(cfg *config, fn func()) *meter {
 		fds:     newFDCounter(),
 		st:      newStats(capacity + 1),
 		rng:     uint64(time.Now().UnixNano()) | 1,
+		label:   strconv.FormatInt(measurements.Add(1), 10),
 		guarded: -1,
 	}
 	total := numSeries + len(cfg.gauges)
@@ -128,6 +132,9 @@ func (m *meter) close() {
 	}
 }
 
+// measurements numbers the measurements of the process, for their labels.
+var measurements atomic.Int64
+
 // loop runs in its own goroutine so that a call that blocks can be timed
 // out, and a panic or runtime.Goexit in fn is caught.
 func (m *meter) loop(done chan<- struct{}) {
@@ -154,7 +161,24 @@ func (m *meter) loop(done chan<- struct{}) {
 	} else {
 		m.adaptive()
 	}
+	if !m.abort.Load() {
+		m.attributeHeap()
+	}
 	finished = true
+}
+
+// attributeHeap runs the attribution window when the heap leaks.
+func (m *meter) attributeHeap() {
+	if _, ok := m.limit(sHeap); !ok || m.n < 2 {
+		return
+	}
+	j := m.judge(sHeap)
+	if j.verdict != leak && m.guarded != sHeap {
+		return
+	}
+	slope := math.Max(j.region.slope, math.Max(j.earlyRate, j.lateRate))
+	call := float64(time.Since(m.start)) / float64(max(1, m.calls))
+	m.attribute(slope, call)
 }
 
 // callTo calls fn until calls reaches target; false if aborted.

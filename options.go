@@ -3,6 +3,7 @@ package leaktest
 import (
 	"fmt"
 	"math"
+	"os"
 	"time"
 
 	"go.uber.org/goleak"
@@ -44,6 +45,8 @@ type config struct {
 	limits     map[Resource]float64
 	gauges     []trackedGauge
 	ignore     []goleak.Option
+	reportDir  string // where artifacts go; "" for none
+	name       string // of the test, for artifact files
 	err        error
 }
 
@@ -63,6 +66,7 @@ func newConfig(short bool, opts []Option) *config {
 	if short {
 		c.budget = shortBudget
 	}
+	c.reportDir = os.Getenv(envReportDir)
 	for r, l := range defaultLimits {
 		c.limits[r] = l
 	}
@@ -200,4 +204,29 @@ func Track(name string, gauge func() float64, limit float64) Option {
 			c.limits[r] = limit
 		}
 	})
+}
+
+// envReportDir names the directory for artifacts, as ReportDir does; a
+// CI job sets it without touching tests.
+const envReportDir = "LEAKTEST_REPORT_DIR"
+
+// ReportDir makes each measurement write its artifacts to dir (created if
+// needed), named after the test: <name>.json (the report), <name>.svg (a
+// chart of each series), and for a heap leak <name>.heap.base.pb.gz and
+// <name>.heap.pb.gz, heap profiles at the start and end of the attribution
+// window, for go tool pprof -diff_base. The environment variable
+// LEAKTEST_REPORT_DIR does the same for every test; the option wins.
+func ReportDir(dir string) Option {
+	return optionFunc(func(c *config) {
+		if dir == "" {
+			c.fail("ReportDir(\"\"): empty directory")
+			return
+		}
+		c.reportDir = dir
+	})
+}
+
+// named sets the name artifacts are written under; Run passes t.Name().
+func named(name string) Option {
+	return optionFunc(func(c *config) { c.name = name })
 }

@@ -25,6 +25,8 @@ type Report struct {
 	Series []Series
 	// Elapsed is the time the measurement took.
 	Elapsed time.Duration
+	// Files lists the artifacts written (see ReportDir).
+	Files []string
 }
 
 // Finding is one resource that grew faster than its limit.
@@ -148,7 +150,7 @@ func (m *meter) report() *Report {
 	rep := &Report{Elapsed: time.Since(m.start)}
 	if m.n > 0 {
 		rep.Warmup = int(m.xs[r0])
-		rep.Iterations = m.calls - rep.Warmup
+		rep.Iterations = int(m.xs[m.n-1]) - rep.Warmup
 	}
 	for _, s := range m.judgedSeries() {
 		limit, ok := m.limit(s)
@@ -183,6 +185,9 @@ func (m *meter) report() *Report {
 			if s == sOffGo {
 				f.Detail = "memory outside the Go heap (cgo, mmap, the runtime)"
 			}
+			if s == sHeap && m.attr != nil {
+				f.Sites = m.attr.sites
+			}
 			if s == m.guarded {
 				f.Detail = fmt.Sprintf("stopped early after %d calls: %s grew by %s, more than %s",
 					m.calls, res, formatValue(res, m.ys[s][m.n-1]-m.guardBase[s]), formatValue(res, guardBytes))
@@ -194,6 +199,7 @@ func (m *meter) report() *Report {
 				res, formatValue(res, j.late.slope), m.calls-int(m.xs[mid])))
 		}
 	}
+	m.fold(rep)
 	for _, s := range m.reportedSeries() {
 		if m.n == 0 || math.IsNaN(m.ys[s][0]) {
 			continue
@@ -216,6 +222,37 @@ func (m *meter) report() *Report {
 	}
 	m.noteDropped(rep)
 	return rep
+}
+
+// goroutineHeap is the heap a leaked goroutine holds by itself: its
+// runtime structures and a little of what its closure references.
+const goroutineHeap = 2048
+
+// fold drops findings that another finding explains, so that one bug is
+// one failure: the heap held by leaked goroutines, and RSS under the race
+// detector, whose shadow memory follows the heap.
+func (m *meter) fold(rep *Report) {
+	g, h := rep.finding(Goroutines), rep.finding(Heap)
+	if g != nil && h != nil && h.PerIteration <= g.PerIteration*goroutineHeap {
+		rep.Notes = append(rep.Notes, fmt.Sprintf(
+			"heap grew %s per call, about what the leaked goroutines hold themselves: reported as the goroutine leak",
+			formatValue(Heap, h.PerIteration)))
+		rep.drop(Heap)
+	}
+	if raceEnabled && rep.finding(Heap) != nil && rep.finding(RSS) != nil {
+		rep.Notes = append(rep.Notes, "rss grew with the heap: under the race detector its shadow memory follows the heap; reported as the heap leak")
+		rep.drop(RSS)
+	}
+}
+
+func (r *Report) drop(res Resource) {
+	kept := r.Findings[:0]
+	for _, f := range r.Findings {
+		if f.Resource != res {
+			kept = append(kept, f)
+		}
+	}
+	r.Findings = kept
 }
 
 // noteDropped warns about files closed only by the collector's finalizers:
@@ -319,6 +356,20 @@ func (r *Report) failure(f Finding) string {
 	fmt.Fprintf(&b, "limit:      %s per call\n", formatValue(f.Resource, f.Limit))
 	fmt.Fprintf(&b, "calls:      %d judged after %d warm-up calls\n", r.Iterations, r.Warmup)
 	r.writeSeries(&b)
+	for i, s := range f.Sites {
+		label := ""
+		if i == 0 {
+			label = "sites:"
+		}
+		fmt.Fprintf(&b, "%-12s%3.0f%% %s per call (%s) at %s\n", label, 100*s.Share,
+			signed(Heap, s.BytesPerCall), objects(s.ObjectsPerCall), s)
+		if caller := s.caller(); caller != "" {
+			fmt.Fprintf(&b, "%-12s     called by %s\n", "", caller)
+		}
+	}
+	if len(r.Files) > 0 {
+		fmt.Fprintf(&b, "%-12s%s\n", "files:", strings.Join(r.Files, "\n            "))
+	}
 	if f.Detail != "" {
 		lines := strings.Split(f.Detail, "\n")
 		fmt.Fprintf(&b, "where:      %s\n", lines[0])
@@ -417,4 +468,11 @@ func trimFloat(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	}
 	return fmt.Sprintf("%.3g", v)
+}
+
+func objects(n float64) string {
+	if n == 1 {
+		return "1 object"
+	}
+	return trimFloat(n) + " objects"
 }

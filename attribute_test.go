@@ -1,0 +1,223 @@
+package leaktest
+
+import (
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Leaks behind helpers, for attribution to name.
+
+type figure struct {
+	pixels [2000]byte
+	next   *figure
+}
+
+var openFigures *figure
+
+func newFigure() *figure {
+	f := &figure{next: openFigures}
+	openFigures = f // registered, never closed
+	return f
+}
+
+func drawChart() { newFigure().pixels[0] = 1 }
+
+var registry = map[int]*[64]byte{}
+
+func register(id int) { registry[id] = new([64]byte) }
+
+type keeper struct {
+	in   chan []byte
+	tick chan struct{}
+	done chan struct{}
+	kept [][]byte
+}
+
+// startKeeper keeps what it is sent, and on a tick allocates and keeps a
+// record of its own: a leak allocated in a worker goroutine.
+func startKeeper() *keeper {
+	k := &keeper{in: make(chan []byte), tick: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(k.done)
+		for {
+			select {
+			case b, ok := <-k.in:
+				if !ok {
+					return
+				}
+				k.kept = append(k.kept, b)
+			case <-k.tick:
+				k.kept = append(k.kept, workerRecord())
+			}
+		}
+	}()
+	return k
+}
+
+func workerRecord() []byte { return make([]byte, 512) }
+
+func sendToKeeper(k *keeper) { k.in <- make([]byte, 384) }
+
+func TestAttributionNamesTheSite(t *testing.T) {
+	k := startKeeper()
+	defer func() { close(k.in); <-k.done }()
+	id := 0
+	var timers []*time.Timer
+	defer func() {
+		for _, t := range timers {
+			t.Stop()
+		}
+	}()
+	for _, tc := range []struct {
+		name, site, caller string
+		fn                 func()
+	}{
+		{"helper", "leaktest.newFigure", "leaktest.drawChart", drawChart},
+		{"map", "leaktest.register", "", func() { id++; register(id) }},
+		{"kept-by-worker", "leaktest.sendToKeeper", "", func() { sendToKeeper(k) }},
+		{"allocated-in-worker", "leaktest.workerRecord", "", func() { k.tick <- struct{}{} }},
+		{"stdlib-timer", "leaktest.TestAttributionNamesTheSite.func", "", func() {
+			timers = append(timers, time.AfterFunc(time.Hour, func() {}))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := Measure(tc.fn)
+			require.NoError(t, err)
+			f := rep.finding(Heap)
+			require.NotNil(t, f, "%s", rep)
+			require.NotEmpty(t, f.Sites, "%s", rep)
+			top := f.Sites[0]
+			assert.Contains(t, shortFunc(top.Function), tc.site, "%s", rep)
+			assert.Equal(t, "attribute_test.go", filepath.Base(top.File))
+			assert.Positive(t, top.Line)
+			assert.Greater(t, top.Share, 0.3)
+			assert.Greater(t, top.BytesPerCall, 0.0)
+			assert.Greater(t, top.ObjectsPerCall, 0.0)
+			if tc.caller != "" {
+				assert.Contains(t, rep.String(), "called by "+tc.caller)
+			}
+			assert.Contains(t, rep.String(), "sites: ")
+		})
+	}
+	openFigures, registry = nil, map[int]*[64]byte{}
+}
+
+func TestNoAttributionOnCleanRuns(t *testing.T) {
+	before := attributions.Load()
+	rate := runtime.MemProfileRate
+	rep, err := Measure(func() { _ = make([]byte, 4096) })
+	require.NoError(t, err)
+	require.False(t, rep.Leaked())
+	assert.Equal(t, before, attributions.Load(), "a clean run never profiles")
+	assert.Equal(t, rate, runtime.MemProfileRate)
+
+	defer func() { openFigures = nil }()
+	_, err = Measure(drawChart)
+	require.NoError(t, err)
+	assert.Equal(t, before+1, attributions.Load())
+	assert.Equal(t, rate, runtime.MemProfileRate, "restored after the window")
+}
+
+func TestMemProfileRateRestoredWhenFnPanicsInTheWindow(t *testing.T) {
+	rate := runtime.MemProfileRate
+	defer func() { openFigures = nil }()
+	before := attributions.Load()
+	calls := 0
+	_, err := Measure(func() {
+		calls++
+		if calls == 503 { // Iterations(500) ends at 500: this is in the window
+			panic("in the window")
+		}
+		drawChart()
+	}, Iterations(500))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "fn panicked on call 503: in the window")
+	assert.Equal(t, before+1, attributions.Load())
+	assert.Equal(t, rate, runtime.MemProfileRate)
+}
+
+func TestArtifacts(t *testing.T) {
+	dir := t.TempDir()
+	defer func() { openFigures = nil }()
+	tb := &fakeTB{}
+	tb.name = "TestArtifacts/chart leak"
+	rep := Run(tb, drawChart, ReportDir(dir))
+	require.True(t, rep.Leaked())
+	base := filepath.Join(dir, "TestArtifacts_chart_leak")
+	want := []string{base + ".heap.base.pb.gz", base + ".heap.pb.gz", base + ".svg", base + ".json"}
+	require.Equal(t, want, rep.Files)
+	require.Len(t, tb.errors, 1)
+	assert.Contains(t, tb.errors[0], "files:      "+want[0])
+
+	// The JSON parses back into the same report.
+	data, err := os.ReadFile(base + ".json")
+	require.NoError(t, err)
+	var back Report
+	require.NoError(t, json.Unmarshal(data, &back))
+	assert.Equal(t, *rep, back)
+
+	// The chart is well-formed XML.
+	svg, err := os.Open(base + ".svg")
+	require.NoError(t, err)
+	defer svg.Close()
+	dec := xml.NewDecoder(svg)
+	for {
+		_, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+	}
+
+	// go tool pprof reads the pair and shows the growth where it is.
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		t.Skip("no go command to run pprof")
+	}
+	out, err := exec.Command(gobin, "tool", "pprof", "-top", "-sample_index=inuse_space",
+		"-diff_base", want[0], want[1]).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), "leaktest.newFigure")
+
+	// A clean run writes its report and chart too, and no profiles.
+	tb = &fakeTB{}
+	tb.name = "TestArtifacts/clean"
+	rep = Run(tb, func() {}, ReportDir(dir))
+	assert.Equal(t, []string{filepath.Join(dir, "TestArtifacts_clean.svg"), filepath.Join(dir, "TestArtifacts_clean.json")}, rep.Files)
+}
+
+func TestReportDirFromEnvironment(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("LEAKTEST_REPORT_DIR", dir)
+	rep, err := Measure(func() {}, Iterations(50))
+	require.NoError(t, err)
+	require.Len(t, rep.Files, 2)
+	assert.True(t, strings.HasPrefix(rep.Files[0], dir))
+}
+
+func TestSafeName(t *testing.T) {
+	for in, want := range map[string]string{
+		"TestX/sub case": "TestX_sub_case",
+		"TestX/a:b*c?d":  "TestX_a_b_c_d",
+		"":               "leaktest",
+		"..":             "leaktest",
+		"Test/../../etc": "Test_.._.._etc",
+		"naïve/ü":        "naïve_ü",
+		"tab\there\x00":  "tab_here_",
+		"GET_/chart?x=1": "GET__chart_x=1",
+	} {
+		assert.Equal(t, want, safeName(in), in)
+	}
+}

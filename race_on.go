@@ -1,0 +1,7 @@
+//go:build race
+
+package leaktest
+
+// raceEnabled: the race detector's shadow memory grows with the heap,
+// outside it, so RSS follows any heap growth.
+const raceEnabled = true
