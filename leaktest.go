@@ -64,6 +64,9 @@ func Run(t testing.TB, fn func(), opts ...Option) *Report {
 	t.Helper()
 	rep, err := Measure(fn, append([]Option{named(t.Name())}, opts...)...)
 	assertNoLeak(t, rep, err)
+	if err == nil {
+		checkBaseline(t, rep, newConfig(isShort(), opts))
+	}
 	return rep
 }
 

@@ -3,7 +3,6 @@ package leaktest
 import (
 	"fmt"
 	"math"
-	"os"
 	"time"
 
 	"go.uber.org/goleak"
@@ -47,6 +46,8 @@ type config struct {
 	ignore     []goleak.Option
 	reportDir  string // where artifacts go; "" for none
 	name       string // of the test, for artifact files
+	baseline   string // baseline file; "" for none
+	env        env
 	err        error
 }
 
@@ -66,7 +67,15 @@ func newConfig(short bool, opts []Option) *config {
 	if short {
 		c.budget = shortBudget
 	}
-	c.reportDir = os.Getenv(envReportDir)
+	e, err := readEnv(getenv)
+	if err != nil {
+		c.err = err
+	}
+	c.env = e
+	if e.budget > 0 {
+		c.budget = e.budget
+	}
+	c.reportDir, c.baseline = e.reportDir, e.baseline
 	for r, l := range defaultLimits {
 		c.limits[r] = l
 	}
@@ -83,6 +92,7 @@ func newConfig(short bool, opts []Option) *config {
 		if !isBuiltin(r) && !c.tracked(r) {
 			c.fail("Limit(%q, %v): unknown Resource (want heap, rss, goroutines, fds or a Track name)", string(r), l)
 		}
+		c.limits[r] = l * e.limitScale
 	}
 	return c
 }
@@ -205,10 +215,6 @@ func Track(name string, gauge func() float64, limit float64) Option {
 		}
 	})
 }
-
-// envReportDir names the directory for artifacts, as ReportDir does; a
-// CI job sets it without touching tests.
-const envReportDir = "LEAKTEST_REPORT_DIR"
 
 // ReportDir makes each measurement write its artifacts to dir (created if
 // needed), named after the test: <name>.json (the report), <name>.svg (a

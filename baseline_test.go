@@ -1,0 +1,135 @@
+package leaktest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		vars map[string]string
+		want string // error, or "" for none
+		check func(*testing.T, *config)
+	}{
+		{vars: map[string]string{"LEAKTEST_BUDGET": "5s"}, check: func(t *testing.T, c *config) {
+			assert.Equal(t, 5*time.Second, c.budget)
+		}},
+		{vars: map[string]string{"LEAKTEST_BUDGET": "soon"}, want: `leaktest: LEAKTEST_BUDGET="soon": want a positive duration such as 5s`},
+		{vars: map[string]string{"LEAKTEST_BUDGET": "-1s"}, want: `LEAKTEST_BUDGET="-1s"`},
+		{vars: map[string]string{"LEAKTEST_LIMIT_SCALE": "2"}, check: func(t *testing.T, c *config) {
+			assert.Equal(t, 8.0, c.limits[Heap])
+			assert.Equal(t, 1024.0, c.limits[RSS])
+			assert.Equal(t, 0.0, c.limits[Goroutines])
+		}},
+		{vars: map[string]string{"LEAKTEST_LIMIT_SCALE": "0"}, want: `leaktest: LEAKTEST_LIMIT_SCALE="0": want a number > 0 such as 2`},
+		{vars: map[string]string{"LEAKTEST_LIMIT_SCALE": "NaN"}, want: `LEAKTEST_LIMIT_SCALE="NaN"`},
+		{vars: map[string]string{"LEAKTEST_LIMIT_SCALE": "+Inf"}, want: `LEAKTEST_LIMIT_SCALE="+Inf"`},
+		{vars: map[string]string{"LEAKTEST_BASELINE_UPDATE": "yes"}, want: `leaktest: LEAKTEST_BASELINE_UPDATE="yes": want 1 or 0`},
+		{vars: map[string]string{"LEAKTEST_BASELINE_STRICT": "2"}, want: `LEAKTEST_BASELINE_STRICT="2"`},
+		{vars: map[string]string{"LEAKTEST_REPORT_DIR": "/tmp/x", "LEAKTEST_BASELINE": "b.json", "LEAKTEST_BASELINE_UPDATE": "1"}, check: func(t *testing.T, c *config) {
+			assert.Equal(t, "/tmp/x", c.reportDir)
+			assert.Equal(t, "b.json", c.baseline)
+			assert.True(t, c.env.baselineUpdate)
+		}},
+	} {
+		for k, v := range tc.vars {
+			t.Setenv(k, v)
+		}
+		c := newConfig(false, nil)
+		if tc.want != "" {
+			require.Error(t, c.err, "%v", tc.vars)
+			assert.Contains(t, c.err.Error(), tc.want)
+		} else {
+			require.NoError(t, c.err)
+			tc.check(t, c)
+		}
+		for k := range tc.vars {
+			os.Unsetenv(k)
+		}
+	}
+
+	// Options in a test win over the environment's defaults; the scale
+	// applies to limits set by options too.
+	t.Setenv("LEAKTEST_BUDGET", "5s")
+	t.Setenv("LEAKTEST_LIMIT_SCALE", "3")
+	t.Setenv("LEAKTEST_REPORT_DIR", "/tmp/env")
+	c := newConfig(false, []Option{Budget(time.Second), Limit(Heap, 10), ReportDir("/tmp/opt")})
+	require.NoError(t, c.err)
+	assert.Equal(t, time.Second, c.budget)
+	assert.Equal(t, 30.0, c.limits[Heap])
+	assert.Equal(t, "/tmp/opt", c.reportDir)
+
+	// A measurement fails with the variable's name.
+	t.Setenv("LEAKTEST_BUDGET", "x")
+	_, err := Measure(func() {})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "LEAKTEST_BUDGET")
+}
+
+func TestBaselineGate(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "leaktest-baseline.json")
+	defer func() { chain = nil }()
+	leak48 := func() { chain = &chain48{next: chain} }
+	opts := []Option{Limit(Heap, 1024), Baseline(file)} // 48 B per call passes the limit
+
+	// Update mode records; the file is sorted and one test a line.
+	t.Setenv("LEAKTEST_BASELINE_UPDATE", "1")
+	for _, name := range []string{"TestB", "TestA"} {
+		tb := &fakeTB{name: name}
+		Run(tb, func() {}, opts...)
+		require.False(t, tb.Failed(), "%v", tb.errors)
+		assert.Contains(t, strings.Join(tb.logs, "\n"), "recorded "+name)
+	}
+	data, err := os.ReadFile(file)
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	require.Len(t, lines, 4)
+	assert.Regexp(t, `^  "TestA": \{"fds":0,"goroutines":0,"heap":0,"rss":-?\d+\},$`, lines[1])
+	assert.True(t, strings.HasPrefix(lines[2], `  "TestB": {`))
+	os.Unsetenv("LEAKTEST_BASELINE_UPDATE")
+
+	// 0 B per call recorded, 48 now: below the limit, but a regression.
+	tb := &fakeTB{name: "TestA"}
+	Run(tb, leak48, opts...)
+	require.Len(t, tb.errors, 1, "%v", tb.errors)
+	assert.Contains(t, tb.errors[0], "heap regressed: +48 B per call, was +0 B")
+	assert.Contains(t, tb.errors[0], "baseline:   +0 B per call ("+file+")")
+	assert.Contains(t, tb.errors[0], "tolerance:  16 B per call")
+
+	// Record the leak, then improve: passes.
+	t.Setenv("LEAKTEST_BASELINE_UPDATE", "1")
+	Run(&fakeTB{name: "TestA"}, leak48, opts...)
+	os.Unsetenv("LEAKTEST_BASELINE_UPDATE")
+	chain = nil
+	tb = &fakeTB{name: "TestA"}
+	Run(tb, func() {}, opts...)
+	assert.False(t, tb.Failed(), "%v", tb.errors)
+	tb = &fakeTB{name: "TestA"}
+	Run(tb, leak48, opts...)
+	assert.False(t, tb.Failed(), "same growth as recorded: %v", tb.errors)
+
+	// A test missing from the file is logged, or failed when strict.
+	tb = &fakeTB{name: "TestNew"}
+	Run(tb, func() {}, opts...)
+	assert.False(t, tb.Failed())
+	assert.Contains(t, strings.Join(tb.logs, "\n"), "TestNew has no entry in baseline")
+	t.Setenv("LEAKTEST_BASELINE_STRICT", "1")
+	tb = &fakeTB{name: "TestNew"}
+	Run(tb, func() {}, opts...)
+	require.Len(t, tb.errors, 1)
+	assert.Contains(t, tb.errors[0], "TestNew has no entry in baseline")
+
+	// A corrupt file is a clear failure.
+	require.NoError(t, os.WriteFile(file, []byte("{"), 0o644))
+	tb = &fakeTB{name: "TestA"}
+	Run(tb, func() {}, opts...)
+	require.Len(t, tb.errors, 1)
+	assert.Contains(t, tb.errors[0], "leaktest could not read the baseline")
+}
