@@ -62,12 +62,13 @@ func safeName(name string) string {
 			b.WriteRune(r)
 		}
 	}
-	s := strings.Trim(b.String(), ".")
-	if s == "" {
-		return "leaktest"
-	}
+	s := b.String()
 	if len(s) > 200 { // file systems cap names near 255 bytes; leave room for suffixes
 		s = strings.ToValidUTF8(s[:200], "")
+	}
+	s = strings.Trim(s, ".") // no "..", no hidden files
+	if s == "" {
+		return "leaktest"
 	}
 	return s
 }

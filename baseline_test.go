@@ -13,8 +13,8 @@ import (
 
 func TestEnvironment(t *testing.T) {
 	for _, tc := range []struct {
-		vars map[string]string
-		want string // error, or "" for none
+		vars  map[string]string
+		want  string // error, or "" for none
 		check func(*testing.T, *config)
 	}{
 		{vars: map[string]string{"LEAKTEST_BUDGET": "5s"}, check: func(t *testing.T, c *config) {
