@@ -168,11 +168,11 @@ var pkgPrefix = func() string {
 	return name[:strings.Index(name, "(*meter)")]
 }()
 
-// harness reports whether fn is the measuring loop's or Serve's own: on
-// every stack, never the site.
-func harness(fn string) bool {
-	rest, ok := strings.CutPrefix(fn, pkgPrefix)
-	return ok && (strings.HasPrefix(rest, "(*meter).") || strings.HasPrefix(rest, "serve"))
+// harness reports whether a frame is leaktest's own (the measuring loop,
+// Serve, the attribution itself): on every stack, never the site. The
+// package's tests are not harness.
+func harness(f runtime.Frame) bool {
+	return strings.HasPrefix(f.Function, pkgPrefix) && !strings.HasSuffix(f.File, "_test.go")
 }
 
 // goroot is the directory of the standard library's sources as they
@@ -197,7 +197,7 @@ func siteOf(pcs []uintptr) (Site, bool) {
 	for {
 		f, more := frames.Next()
 		if f.Function != "" && !strings.HasPrefix(f.Function, "runtime.") &&
-			!harness(f.Function) && !strings.HasPrefix(f.Function, "testing.") {
+			!harness(f) && !strings.HasPrefix(f.Function, "testing.") {
 			s.Stack = append(s.Stack, fmt.Sprintf("%s %s:%d", f.Function, f.File, f.Line))
 			f := f
 			if other == nil {

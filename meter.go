@@ -177,6 +177,9 @@ func (m *meter) attributeHeap() {
 		return
 	}
 	slope := math.Max(j.region.slope, math.Max(j.earlyRate, j.lateRate))
+	if g := m.judge(sGoroutines); g.verdict == leak && slope <= g.region.slope*goroutineHeap {
+		return // the leaked goroutines hold this heap: report will fold it
+	}
 	call := float64(time.Since(m.start)) / float64(max(1, m.calls))
 	m.attribute(slope, call)
 }
