@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -148,19 +147,6 @@ var leakyCorpus = []workload{
 	{name: "rss/cgo-malloc-1KiB", leaks: RSS, needs: needsCgo, setup: simple(func() {
 		cmem.Leak(1024)
 	}, cmem.Free)},
-	{name: "rss/mmap-4KiB", leaks: RSS, needs: linuxOnly, setup: simple(func() {
-		b, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
-		if err != nil {
-			panic(err)
-		}
-		b[0] = 1 // touched, so resident
-		sinkMaps = append(sinkMaps, b)
-	}, func() {
-		for _, b := range sinkMaps {
-			syscall.Munmap(b)
-		}
-		sinkMaps = nil
-	})},
 	{name: "goroutines/one-per-call", leaks: Goroutines, setup: func(testing.TB) (func(), func()) {
 		ch, release := blocker()
 		return func() { go func() { <-ch }() }, release
@@ -175,18 +161,6 @@ var leakyCorpus = []workload{
 			}
 		}, release
 	}},
-	{name: "fds/raw-descriptor", leaks: FDs, needs: linuxOnly, setup: simple(func() {
-		fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			panic(err)
-		}
-		sinkFDs = append(sinkFDs, fd)
-	}, func() {
-		for _, fd := range sinkFDs {
-			syscall.Close(fd)
-		}
-		sinkFDs = nil
-	})},
 	{name: "fds/pipe-kept-open", leaks: FDs, needs: linuxOnly, setup: simple(func() {
 		r, w, err := os.Pipe()
 		if err != nil {

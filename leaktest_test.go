@@ -17,10 +17,11 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain checks that no test leaves a goroutine behind, leaktest's own
-// included: every workload that leaks goroutines releases them.
+// TestMain checks, with leaktest's own VerifyTestMain, that no test leaves
+// a goroutine behind, leaktest's included: every workload that leaks
+// goroutines releases them.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	VerifyTestMain(m)
 }
 
 // fakeTB records what Run reports, so failures can be checked without
