@@ -53,3 +53,21 @@ func BenchmarkOverhead200(b *testing.B) {
 		}
 	})
 }
+
+// Attribution costs nothing on a clean run: no profiling window runs
+// (windows/op is 0), so a clean verdict takes what BenchmarkVerdict/clean
+// takes. On a leak, the window's cost shows against the leaking verdict.
+func BenchmarkAttribution(b *testing.B) {
+	run := func(b *testing.B, fn func(), reset func()) {
+		before := attributions.Load()
+		for i := 0; i < b.N; i++ {
+			if _, err := Measure(fn); err != nil {
+				b.Fatal(err)
+			}
+			reset()
+		}
+		b.ReportMetric(float64(attributions.Load()-before)/float64(b.N), "windows/op")
+	}
+	b.Run("clean", func(b *testing.B) { run(b, func() { _ = make([]byte, 64) }, func() {}) })
+	b.Run("leaking", func(b *testing.B) { run(b, func() { chain = &chain48{next: chain} }, func() { chain = nil }) })
+}
