@@ -21,7 +21,7 @@ const (
 	attrBytes    = 4 << 20  // growth the window aims for
 	attrMaxBytes = 64 << 20 // and never passes
 	attrMinCalls = 16
-	attrMaxCalls = 4096
+	attrMaxCalls = 8192
 	maxSites     = 5
 )
 
@@ -33,6 +33,11 @@ type attribution struct {
 	calls     int
 	sites     []Site
 	base, end []byte // heap profiles (pprof format), when artifacts are on
+	// user and runtime are the in-use growth per call that fn's code
+	// allocated, and that the runtime allocated for its own structures
+	// (goroutine descriptors, sudogs: caches that grow with GOMAXPROCS
+	// and the number of collections until they saturate).
+	user, runtime float64
 }
 
 // attribute runs the window. slope is the heap growth per call.
@@ -60,15 +65,23 @@ func (m *meter) attribute(slope float64, call float64) {
 	if m.cfg.reportDir != "" {
 		a.base = heapProfile()
 	}
-	if !m.callTo(m.calls + w) {
-		return
+	// The window keeps the measuring rhythm, a collection every bin calls,
+	// so that what grows per collection grows here as it did there.
+	bin := max(1, int(m.bin))
+	for done := 0; done < w; done += bin {
+		if !m.callTo(m.calls + min(bin, w-done)) {
+			return
+		}
+		runtime.GC()
 	}
 	settleProfile()
 	end := memRecords()
 	if m.cfg.reportDir != "" {
 		a.end = heapProfile()
 	}
-	a.sites = diffSites(base, end, w)
+	var user, rt int64
+	a.sites, user, rt = diffSites(base, end, w)
+	a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
 	m.attr = a
 }
 
@@ -101,8 +114,9 @@ func heapProfile() []byte {
 }
 
 // diffSites groups the in-use growth between two profiles by allocation
-// site, largest first.
-func diffSites(base, end []runtime.MemProfileRecord, calls int) []Site {
+// site, largest first, and sums the growth of fn's code and of the
+// runtime's own structures.
+func diffSites(base, end []runtime.MemProfileRecord, calls int) (sites []Site, user, rt int64) {
 	type inuse struct{ bytes, objects int64 }
 	before := make(map[[32]uintptr]inuse, len(base))
 	for _, r := range base {
@@ -120,10 +134,15 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) []Site {
 		if db <= 0 {
 			continue
 		}
-		site, ok := siteOf(r.Stack())
-		if !ok {
+		site, kind := siteOf(r.Stack())
+		switch {
+		case kind == harnessAlloc:
+			continue // leaktest's own, such as the profile just taken
+		case kind == runtimeAlloc || runtimeStructure(r.Stack()):
+			rt += db
 			continue
 		}
+		user += db
 		key := fmt.Sprintf("%s\x00%s:%d", site.Function, site.File, site.Line)
 		g := bySite[key]
 		if g == nil {
@@ -144,7 +163,6 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) []Site {
 		}
 		return list[i].site.Function < list[j].site.Function
 	})
-	var sites []Site
 	for _, g := range list {
 		if len(sites) == maxSites {
 			break
@@ -159,7 +177,25 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) []Site {
 		s.Share = share
 		sites = append(sites, s)
 	}
-	return sites
+	return sites, user, rt
+}
+
+// runtimeStructure reports whether an allocating stack made one of the
+// runtime's own goroutine structures: a descriptor (malg, allgadd) or a
+// sudog. Goroutines that stay alive are judged as goroutines; dead ones
+// and sudogs are cached per P and are not fn's to keep.
+func runtimeStructure(pcs []uintptr) bool {
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		switch f.Function {
+		case "runtime.malg", "runtime.allgadd", "runtime.acquireSudog":
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // pkgPrefix is this package's prefix in function names.
@@ -169,10 +205,11 @@ var pkgPrefix = func() string {
 }()
 
 // harness reports whether a frame is leaktest's own (the measuring loop,
-// Serve, the attribution itself): on every stack, never the site. The
-// package's tests are not harness.
+// Serve, the attribution itself, the pprof.Do it runs under): on every
+// stack, never the site. The package's tests are not harness.
 func harness(f runtime.Frame) bool {
-	return strings.HasPrefix(f.Function, pkgPrefix) && !strings.HasSuffix(f.File, "_test.go")
+	return f.Function == "runtime/pprof.Do" ||
+		strings.HasPrefix(f.Function, pkgPrefix) && !strings.HasSuffix(f.File, "_test.go")
 }
 
 // goroot is the directory of the standard library's sources as they
@@ -186,18 +223,29 @@ var goroot = func() string {
 	return ""
 }()
 
+// Kinds of allocating stacks.
+const (
+	userAlloc    = iota // has a frame of the user's code (or the standard library's)
+	runtimeAlloc        // runtime frames only: the runtime's own work
+	harnessAlloc        // leaktest's own frames besides the runtime's
+)
+
 // siteOf picks the site of an allocating stack: its innermost frame in
 // the user's code; failing that (a leak inside the standard library, such
 // as a timer), its innermost frame outside the runtime. The stack kept is
 // the frames outside the runtime and the harness.
-func siteOf(pcs []uintptr) (Site, bool) {
+func siteOf(pcs []uintptr) (Site, int) {
 	frames := runtime.CallersFrames(pcs)
 	var s Site
 	var user, other *runtime.Frame
+	harnessed := false
 	for {
 		f, more := frames.Next()
-		if f.Function != "" && !strings.HasPrefix(f.Function, "runtime.") &&
-			!harness(f) && !strings.HasPrefix(f.Function, "testing.") {
+		switch {
+		case f.Function == "" || strings.HasPrefix(f.Function, "runtime."):
+		case harness(f):
+			harnessed = true
+		case !strings.HasPrefix(f.Function, "testing."):
 			s.Stack = append(s.Stack, fmt.Sprintf("%s %s:%d", f.Function, f.File, f.Line))
 			f := f
 			if other == nil {
@@ -216,13 +264,16 @@ func siteOf(pcs []uintptr) (Site, bool) {
 		pick = other
 	}
 	if pick == nil {
-		return s, false
+		if harnessed {
+			return s, harnessAlloc
+		}
+		return s, runtimeAlloc
 	}
 	s.Function, s.File, s.Line = pick.Function, pick.File, pick.Line
 	if len(s.Stack) > 8 {
 		s.Stack = s.Stack[:8]
 	}
-	return s, true
+	return s, userAlloc
 }
 
 // stdlib reports whether file is in the standard library: under GOROOT,

@@ -27,6 +27,7 @@ const (
 	targetSample = 64        // ...reached after this many samples
 	maxBin       = 64        // calls between samples, at most
 	guardBytes   = 256 << 20 // growth that stops the loop before memory runs out
+	guardFDs     = 2048      // and before descriptors do
 )
 
 // The series sampled. offGo is RSS minus the memory the Go runtime holds:
@@ -177,8 +178,13 @@ func (m *meter) attributeHeap() {
 		return
 	}
 	slope := math.Max(j.region.slope, math.Max(j.earlyRate, j.lateRate))
-	if g := m.judge(sGoroutines); g.verdict == leak && slope <= g.region.slope*goroutineHeap {
-		return // the leaked goroutines hold this heap: report will fold it
+	// Calling fn thousands more times would grow a goroutine or
+	// descriptor leak further, and the heap they hold is theirs: report
+	// folds it into their finding.
+	for _, s := range [...]int{sGoroutines, sFDs} {
+		if _, ok := m.limit(s); ok && (m.judge(s).verdict == leak || m.guarded == s) {
+			return
+		}
 	}
 	call := float64(time.Since(m.start)) / float64(max(1, m.calls))
 	m.attribute(slope, call)
@@ -410,21 +416,24 @@ func (m *meter) sample() {
 }
 
 // guard stops the loop when the heap or RSS has grown by more than
-// guardBytes since the first call and rose at each of the last three
-// samples: no cache grows that fast and then stops, and going on would
-// exhaust memory.
+// guardBytes (or the descriptors by more than guardFDs) since the first
+// call and rose at each of the last three samples: no cache grows that
+// fast and then stops, and going on would exhaust memory or descriptors.
 func (m *meter) guard() bool {
 	if !m.hasGuard || m.n < 5 {
 		return false
 	}
 	last := m.n - 1
-	for _, s := range [...]int{sHeap, sRSS} {
-		y := m.ys[s]
-		if !(y[last]-m.guardBase[s] > guardBytes) {
+	for _, g := range [...]struct {
+		series, judged int
+		max            float64
+	}{{sHeap, sHeap, guardBytes}, {sRSS, sOffGo, guardBytes}, {sFDs, sFDs, guardFDs}} {
+		y := m.ys[g.series]
+		if !(y[last]-m.guardBase[g.series] > g.max) {
 			continue
 		}
 		if y[last] > y[last-1] && y[last-1] > y[last-2] && y[last-2] > y[last-3] {
-			m.guarded = s
+			m.guarded = g.judged
 			return true
 		}
 	}
