@@ -3,7 +3,6 @@ package leaktest
 import (
 	"bytes"
 	"fmt"
-	"math"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -21,7 +20,7 @@ const (
 	attrBytes    = 4 << 20  // growth the window aims for
 	attrMaxBytes = 64 << 20 // and never passes
 	attrMinCalls = 16
-	attrMaxCalls = 8192
+	attrMaxCalls = 16384
 	maxSites     = 5
 )
 
@@ -38,28 +37,34 @@ type attribution struct {
 	// (goroutine descriptors, sudogs: caches that grow with GOMAXPROCS
 	// and the number of collections until they saturate).
 	user, runtime float64
+	// measured is the calls made before the window.
+	measured int
 }
 
 // attribute runs the window. slope is the heap growth per call.
 func (m *meter) attribute(slope float64, call float64) {
-	w := attrMaxCalls
+	// As many calls as were measured, so that a leak growing in steps (a
+	// slice or map doubling) steps in the window too; at least enough for
+	// attrBytes of growth; within a quarter of the budget and attrMaxBytes.
+	w := max(m.calls, attrMinCalls)
 	if slope > 0 {
-		w = int(math.Min(attrBytes/slope, attrMaxBytes/slope))
+		w = max(w, int(attrBytes/slope))
 	}
+	w = min(w, attrMaxCalls)
 	if call > 0 {
 		w = min(w, int(float64(m.cfg.budget)/4/call)) // call in ns
 	}
-	w = max(1, min(max(w, attrMinCalls), attrMaxCalls))
-	if slope*float64(w) > attrMaxBytes {
-		w = max(1, int(attrMaxBytes/slope))
+	if slope > 0 {
+		w = min(w, int(attrMaxBytes/slope))
 	}
+	w = max(1, w)
 
 	attributions.Add(1)
 	prev := runtime.MemProfileRate
 	runtime.MemProfileRate = 1
 	defer func() { runtime.MemProfileRate = prev }()
 
-	a := &attribution{calls: w}
+	a := &attribution{calls: w, measured: m.calls}
 	settleProfile()
 	base := memRecords()
 	if m.cfg.reportDir != "" {

@@ -61,7 +61,10 @@ func TestRunBesideAllocatingParallelTests(t *testing.T) {
 			t.Run(fmt.Sprint("allocating", i), func(t *testing.T) {
 				t.Parallel()
 				var keepSome [][]byte
-				for {
+				// Until the measurements end, or for a while: with
+				// -parallel 2 they may have to wait for these to finish.
+				deadline := time.Now().Add(2 * time.Second)
+				for time.Now().Before(deadline) {
 					select {
 					case <-done:
 						return

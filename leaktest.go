@@ -87,17 +87,25 @@ func Measure(fn func(), opts ...Option) (*Report, error) {
 	if id := goroutineID(); id != 0 && id == loopGoroutine.Load() {
 		return nil, errors.New("leaktest: Measure or Run called inside the function being measured (nested Run); measure the inner function on its own")
 	}
-	measuring.Lock()
-	defer measuring.Unlock()
-	return measure(fn, cfg)
+	// The turn is handed back by the measuring goroutine when it ends, not
+	// by this one: after a timeout fn may still run, and the next
+	// measurement must not overlap it.
+	timer := time.NewTimer(cfg.timeout)
+	defer timer.Stop()
+	select {
+	case measuring <- struct{}{}:
+	case <-timer.C:
+		return nil, fmt.Errorf("leaktest: waited %v for another measurement to end: Run called from a goroutine that the measured fn started, or an earlier fn still blocked past its Timeout", cfg.timeout)
+	}
+	return measure(fn, cfg, timer)
 }
 
 var (
-	// measuring serialises measurements: two at once would each see the
-	// other's allocations as their own.
-	measuring sync.Mutex
+	// measuring serialises measurements, one token at a time: two at once
+	// would each see the other's allocations as their own.
+	measuring = make(chan struct{}, 1)
 	// loopGoroutine is the id of the goroutine calling fn, to refuse a
-	// nested Measure instead of deadlocking on measuring.
+	// nested Measure at once instead of waiting for the turn.
 	loopGoroutine atomic.Int64
 )
 
@@ -105,26 +113,55 @@ func isShort() bool {
 	return testing.Testing() && flag.Parsed() && testing.Short()
 }
 
-func measure(fn func(), cfg *config) (*Report, error) {
+// measure runs the measuring goroutine, which holds the turn (measuring)
+// and gives it back when it ends.
+func measure(fn func(), cfg *config, timer *time.Timer) (*Report, error) {
 	m := newMeter(cfg, fn)
-	defer m.close()
-
 	before := goleak.IgnoreCurrent()
 	fdsBefore := openFDs()
 	gBefore := runtime.NumGoroutine()
+	rate := runtime.MemProfileRate
 
+	// The turn goes back once: by this goroutine when the measurement
+	// ends, or, after a timeout, by the measuring goroutine when fn
+	// finally returns.
+	var turn sync.Mutex
+	finished, abandoned := false, false
 	done := make(chan struct{})
 	// fn runs under a pprof label that the goroutines it starts inherit,
 	// so the goroutines left behind can be told from other tests'.
-	go pprof.Do(context.Background(), pprof.Labels(labelKey, m.label), func(context.Context) { m.loop(done) })
-	timer := time.NewTimer(cfg.timeout)
-	defer timer.Stop()
+	go pprof.Do(context.Background(), pprof.Labels(labelKey, m.label), func(context.Context) {
+		defer func() {
+			m.close()
+			turn.Lock()
+			finished = true
+			if abandoned {
+				<-measuring
+			}
+			turn.Unlock()
+		}()
+		m.loop(done)
+	})
 	select {
 	case <-done:
+		defer func() { <-measuring }()
 	case <-timer.C:
 		m.abort.Store(true)
-		return nil, fmt.Errorf("leaktest: timed out after %v, on call %d of fn; goroutines:\n%s",
-			cfg.timeout, m.callsNow.Load(), allStacks())
+		turn.Lock()
+		abandoned = true
+		if finished {
+			<-measuring
+		}
+		turn.Unlock()
+		// A call blocked in the attribution window would keep every
+		// allocation of the process profiled; the window restores the
+		// same value if it ever returns.
+		runtime.MemProfileRate = rate
+		what := fmt.Sprintf("on call %d of fn", m.callsNow.Load())
+		if !m.inFnNow.Load() {
+			what = "between calls (a Timeout shorter than the measurement needs?)"
+		}
+		return nil, fmt.Errorf("leaktest: timed out after %v, %s; goroutines:\n%s", cfg.timeout, what, allStacks())
 	}
 	if m.err != nil {
 		return nil, m.err

@@ -132,7 +132,9 @@ func TestOptionErrors(t *testing.T) {
 		opt  Option
 		want string
 	}{
-		{Iterations(0), "Iterations(0): need at least 1 call"},
+		{Iterations(0), "Iterations(0): need at least 32 calls for a verdict"},
+		{Iterations(31), "Iterations(31)"},
+		{Timeout(time.Second), "Timeout(1s) is not longer than the budget (3s)"},
 		{Iterations(-5), "Iterations(-5)"},
 		{Warmup(-1), "Warmup(-1): negative count"},
 		{Budget(0), "Budget(0s): budget must be positive"},
@@ -195,7 +197,7 @@ func TestTimeoutDumpsGoroutines(t *testing.T) {
 		if calls == 10 {
 			<-release // blocks until the test ends
 		}
-	}, Timeout(300*time.Millisecond))
+	}, Budget(100*time.Millisecond), Timeout(300*time.Millisecond))
 	close(release)
 	require.Error(t, err)
 	assert.Less(t, time.Since(start), 10*time.Second, "no hang")
@@ -211,7 +213,7 @@ func TestNestedRunIsAnError(t *testing.T) {
 		if inner == nil {
 			_, inner = Measure(func() {})
 		}
-	}, Iterations(10))
+	}, Iterations(32))
 	require.NoError(t, err)
 	require.False(t, rep.Leaked())
 	require.Error(t, inner)
@@ -428,9 +430,12 @@ func TestTrackGauge(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, rep.Leaked(), "1 per call is under a limit of 2")
 
-	rep, err = Measure(func() { open++ }, Limit("figures", 2), Track("figures", func() float64 { return open }, 0), Limit("figures", 2))
+	rep, err = Measure(func() { open++ }, Track("figures", func() float64 { return open }, 0), Limit("figures", 2))
 	require.NoError(t, err)
 	assert.False(t, rep.Leaked(), "Limit may name a tracked gauge")
+	rep, err = Measure(func() { open++ }, Limit("figures", 2), Track("figures", func() float64 { return open }, 0))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "a Limit given before Track wins over Track's")
 
 	for _, tc := range []struct {
 		opts []Option
@@ -442,6 +447,7 @@ func TestTrackGauge(t *testing.T) {
 		{[]Option{Track("heap", func() float64 { return 0 }, 0)}, `Track("heap"): name already in use`},
 		{[]Option{Track("x", func() float64 { return 0 }, 0), Track("x", func() float64 { return 0 }, 0)}, `Track("x"): name already in use`},
 		{[]Option{Limit("y", 1)}, `Limit("y", 1): unknown Resource`},
+		{[]Option{Track("nan", func() float64 { return math.NaN() }, 0)}, `leaktest: Track("nan"): the gauge returned NaN after 0 calls`},
 	} {
 		_, err := Measure(func() {}, tc.opts...)
 		require.Error(t, err)

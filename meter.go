@@ -83,6 +83,7 @@ type meter struct {
 	callsNow atomic.Int64 // calls made, readable after a timeout
 	abort    atomic.Bool
 	inFn     bool
+	inFnNow  atomic.Bool // inFn, for the caller after a timeout
 	err      error
 }
 
@@ -133,6 +134,10 @@ func (m *meter) close() {
 	}
 }
 
+// gaugeError is a Track gauge that returned no number: the measurement
+// stops with it as its error.
+type gaugeError struct{ error }
+
 // measurements numbers the measurements of the process, for their labels.
 var measurements atomic.Int64
 
@@ -145,7 +150,10 @@ func (m *meter) loop(done chan<- struct{}) {
 	defer func() {
 		loopGoroutine.CompareAndSwap(id, 0)
 		r := recover()
+		ge, isGauge := r.(gaugeError)
 		switch {
+		case isGauge:
+			m.err = ge.error
 		case r != nil && m.inFn:
 			m.err = fmt.Errorf("leaktest: fn panicked on call %d: %v\n%s", m.calls, r, debug.Stack())
 		case r != nil:
@@ -199,7 +207,9 @@ func (m *meter) callTo(target int) bool {
 		m.calls++
 		m.callsNow.Store(int64(m.calls))
 		m.inFn = true
+		m.inFnNow.Store(true)
 		m.fn()
+		m.inFnNow.Store(false)
 		m.inFn = false
 	}
 	return !m.abort.Load()
@@ -227,6 +237,7 @@ func (m *meter) fixed() {
 	}
 	total := m.cfg.iterations
 	bins := min(fixedSamples, total)
+	m.bin = float64(total) / float64(bins)
 	for j := 1; j <= bins; j++ {
 		lo := total * (j - 1) / bins
 		hi := total * j / bins
@@ -403,7 +414,11 @@ func (m *meter) sample() {
 	m.ys[sFDs] = append(m.ys[sFDs], fds)
 	for i, g := range m.cfg.gauges {
 		s := numSeries + i
-		m.ys[s] = append(m.ys[s], g.read())
+		v := g.read()
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			panic(gaugeError{fmt.Errorf("leaktest: Track(%q): the gauge returned %v after %d calls", g.name, v, m.calls)})
+		}
+		m.ys[s] = append(m.ys[s], v)
 	}
 	m.n++
 	if m.n == 2 {

@@ -30,10 +30,10 @@ var defaultLimits = map[Resource]float64{
 }
 
 const (
-	defaultBudget         = 3 * time.Second
-	shortBudget           = time.Second
-	defaultTimeout        = time.Minute
-	defaultGoroutineGrace = 500 * time.Millisecond
+	minIterations  = 32
+	defaultBudget  = 3 * time.Second
+	shortBudget    = time.Second
+	defaultTimeout = time.Minute
 )
 
 type config struct {
@@ -41,6 +41,7 @@ type config struct {
 	warmup     int // warm-up calls; -1: found from the data
 	budget     time.Duration
 	timeout    time.Duration
+	timeoutSet bool
 	limits     map[Resource]float64
 	gauges     []trackedGauge
 	ignore     []goleak.Option
@@ -86,6 +87,12 @@ func newConfig(short bool, opts []Option) *config {
 		}
 		o.apply(c)
 	}
+	switch {
+	case !c.timeoutSet:
+		c.timeout = max(defaultTimeout, 10*c.budget)
+	case c.timeout <= c.budget && c.iterations == 0:
+		c.fail("Timeout(%v) is not longer than the budget (%v): the measurement would time out", c.timeout, c.budget)
+	}
 	// Limits are checked last, so that Limit may name a Track gauge given
 	// after it.
 	for r, l := range c.limits {
@@ -117,14 +124,15 @@ func (c *config) fail(format string, args ...any) {
 	}
 }
 
-// Iterations fixes the number of measured calls to n instead of adapting
-// it to the time budget. Without Warmup, the warm-up is still found within
+// Iterations fixes the number of measured calls to n (at least 32: fewer
+// could never show a trend) instead of adapting it to the time budget. A
+// heap leak's attribution window calls fn more times afterwards. Without Warmup, the warm-up is still found within
 // the n calls; with Warmup(w), Run makes w+n calls. The budget does not
 // apply; Timeout does.
 func Iterations(n int) Option {
 	return optionFunc(func(c *config) {
-		if n < 1 {
-			c.fail("Iterations(%d): need at least 1 call", n)
+		if n < minIterations {
+			c.fail("Iterations(%d): need at least %d calls for a verdict", n, minIterations)
 			return
 		}
 		c.iterations = n
@@ -145,7 +153,8 @@ func Warmup(n int) Option {
 
 // Limit sets the largest growth per call of r that is not a leak, in the
 // resource's unit (bytes for Heap and RSS, a count for Goroutines and FDs).
-// Growth must exceed the limit with statistical confidence to fail.
+// To fail, growth must be a significant trend (see the README's decision
+// rule) whose estimated rate is above the limit.
 func Limit(r Resource, perIteration float64) Option {
 	return optionFunc(func(c *config) {
 		if perIteration < 0 || math.IsNaN(perIteration) || math.IsInf(perIteration, 0) {
@@ -171,7 +180,7 @@ func Budget(d time.Duration) Option {
 }
 
 // Timeout sets the longest a measurement may take in total (default one
-// minute). A function still running then makes Measure return an error
+// minute, or ten budgets if longer); it must be longer than the budget. A function still running then makes Measure return an error
 // holding a goroutine dump.
 func Timeout(d time.Duration) Option {
 	return optionFunc(func(c *config) {
@@ -179,7 +188,7 @@ func Timeout(d time.Duration) Option {
 			c.fail("Timeout(%v): timeout must be positive", d)
 			return
 		}
-		c.timeout = d
+		c.timeout, c.timeoutSet = d, true
 	})
 }
 
@@ -211,7 +220,9 @@ func Track(name string, gauge func() float64, limit float64) Option {
 			c.fail("Track(%q): name already in use", name)
 		default:
 			c.gauges = append(c.gauges, trackedGauge{name: r, read: gauge})
-			c.limits[r] = limit
+			if _, set := c.limits[r]; !set { // a Limit given before wins
+				c.limits[r] = limit
+			}
 		}
 	})
 }

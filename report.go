@@ -3,6 +3,7 @@ package leaktest
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -31,6 +32,7 @@ type Report struct {
 
 // Finding is one resource that grew faster than its limit.
 type Finding struct {
+	// Resource is what leaked.
 	Resource Resource
 	// PerIteration is the estimated growth per call after warm-up: the
 	// Theil–Sen slope of the judged region, in bytes or a count. For RSS
@@ -39,7 +41,9 @@ type Finding struct {
 	// Uncertainty is the half-width of the interval around PerIteration
 	// (Sen's interval at z = 3, about 99.7%).
 	Uncertainty float64
-	// Limit is the limit that PerIteration passed.
+	// Limit is the limit that PerIteration passed. For Heap it is at least
+	// 64 B × GOMAXPROCS divided by the calls between samples: what the
+	// runtime may keep per collection while its caches fill.
 	Limit float64
 	// Detail says where to look, when known: the leaked goroutines grouped
 	// by creation site, the descriptors left open.
@@ -66,6 +70,7 @@ type Site struct {
 // Series is the samples of one resource, each taken after a full
 // collection.
 type Series struct {
+	// Resource is what was sampled.
 	Resource Resource
 	// Calls is the number of calls of fn made before each sample.
 	Calls []int
@@ -143,7 +148,27 @@ func (m *meter) window() (r0, mid int) {
 func (m *meter) judge(s int) judgement {
 	r0, mid := m.window()
 	limit, _ := m.limit(s)
+	if s == sHeap {
+		limit = m.heapLimit(limit, r0)
+	}
 	return m.st.judge(m.xs, m.ys[s], r0, mid, limit)
+}
+
+// runtimeAllowance is heap per P that the runtime may keep per collection
+// while its per-P caches of goroutine descriptors and sudogs fill (measured:
+// 20–30 B per P and collection at GOMAXPROCS=8, for the first few hundred
+// collections). Every sample forces a collection, so the heap limit per
+// call is at least this divided by the calls between samples: it matters
+// only for slow functions, sampled every call or few.
+const runtimeAllowance = 64
+
+func (m *meter) heapLimit(limit float64, r0 int) float64 {
+	last := m.n - 1
+	if last <= r0 {
+		return limit
+	}
+	perSample := (m.xs[last] - m.xs[r0]) / float64(last-r0)
+	return math.Max(limit, runtimeAllowance*float64(runtime.GOMAXPROCS(0))/perSample)
 }
 
 // report judges every series and builds the Report.
@@ -161,6 +186,10 @@ func (m *meter) report() *Report {
 		}
 		j := m.judge(s)
 		res := m.resource(s)
+		if s == sHeap {
+			r0, _ := m.window()
+			limit = m.heapLimit(limit, r0)
+		}
 		if s == m.guarded && j.verdict != leak {
 			// The guard stopped the loop before the rule had enough
 			// samples: judge the growth since the first call.
@@ -204,10 +233,15 @@ func (m *meter) report() *Report {
 		case unsure:
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
 				"%s grew %s per call over the last %d calls but not before: a one-time step, or a leak that started late; not failed (a larger Budget or Iterations would tell)",
-				res, formatValue(res, j.late.slope), m.calls-int(m.xs[mid])))
+				res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
 		}
 	}
 	m.fold(rep)
+	if m.rss == nil || m.fds == nil {
+		rep.Notes = append(rep.Notes, "rss and fds are not measured on this system (Linux only)")
+	} else if raceEnabled {
+		rep.Notes = append(rep.Notes, "rss is not judged under the race detector, whose own memory grows outside the Go heap")
+	}
 	for _, s := range m.reportedSeries() {
 		if m.n == 0 || math.IsNaN(m.ys[s][0]) {
 			continue
@@ -237,8 +271,9 @@ func (m *meter) report() *Report {
 // the leak is not one, or "". Either fn's code kept no more than the limit
 // per call and the runtime's own structures (goroutine descriptors and
 // sudogs, cached per P until they saturate) account for at least half the
-// growth; or nothing grew at all in the window, long enough to span the
-// steps of a slice or map that grows in steps, so the growth had stopped.
+// growth; or almost nothing grew in a window as long as the measurement
+// (so that a slice or map that doubles must have stepped in it too): the
+// growth had stopped.
 func (m *meter) notConfirmed(limit, slope float64) string {
 	a := m.attr
 	if a.calls == 0 || a.user > limit {
@@ -248,7 +283,7 @@ func (m *meter) notConfirmed(limit, slope float64) string {
 	case a.runtime >= slope/2:
 		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call allocated by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
 			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
-	case a.user+a.runtime < slope/4:
+	case a.calls >= a.measured && a.user+a.runtime < slope/4:
 		return fmt.Sprintf("heap grew %s per call, but in a profile of %d more calls it grew only %s per call: the growth stopped (a cache that filled late?), not a leak",
 			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user+a.runtime))
 	}
@@ -264,8 +299,7 @@ const (
 )
 
 // fold drops findings that another finding explains, so that one bug is
-// one failure: the heap held by leaked goroutines, and RSS under the race
-// detector, whose shadow memory follows the heap.
+// one failure: the heap held by leaked goroutines and descriptors.
 func (m *meter) fold(rep *Report) {
 	g, d, h := rep.finding(Goroutines), rep.finding(FDs), rep.finding(Heap)
 	held := 0.0
@@ -280,10 +314,6 @@ func (m *meter) fold(rep *Report) {
 			"heap grew %s per call, about what the leaked goroutines or descriptors hold themselves (their runtime state, *os.File): reported as that leak",
 			formatValue(Heap, h.PerIteration)))
 		rep.drop(Heap)
-	}
-	if raceEnabled && rep.finding(Heap) != nil && rep.finding(RSS) != nil {
-		rep.Notes = append(rep.Notes, "rss grew with the heap: under the race detector its shadow memory follows the heap; reported as the heap leak")
-		rep.drop(RSS)
 	}
 }
 
