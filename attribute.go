@@ -17,8 +17,7 @@ import (
 // after), and the in-use heap profile before and after the window is
 // diffed per allocation stack. The clean path never pays for it.
 const (
-	attrBytes    = 4 << 20  // growth the window aims for
-	attrMaxBytes = 64 << 20 // and never passes
+	attrMaxBytes = 64 << 20 // growth the window never passes
 	attrMinCalls = 16
 	attrMaxCalls = 16384
 	maxSites     = 5
@@ -44,13 +43,9 @@ type attribution struct {
 // attribute runs the window. slope is the heap growth per call.
 func (m *meter) attribute(slope float64, call float64) {
 	// As many calls as were measured, so that a leak growing in steps (a
-	// slice or map doubling) steps in the window too; at least enough for
-	// attrBytes of growth; within a quarter of the budget and attrMaxBytes.
-	w := max(m.calls, attrMinCalls)
-	if slope > 0 {
-		w = max(w, int(attrBytes/slope))
-	}
-	w = min(w, attrMaxCalls)
+	// slice or map doubling) steps in the window too; within a quarter of
+	// the budget and attrMaxBytes of growth.
+	w := min(max(m.calls, attrMinCalls), attrMaxCalls)
 	if call > 0 {
 		w = min(w, int(float64(m.cfg.budget)/4/call)) // call in ns
 	}
@@ -70,9 +65,10 @@ func (m *meter) attribute(slope float64, call float64) {
 	if m.cfg.reportDir != "" {
 		a.base = heapProfile()
 	}
-	// The window keeps the measuring rhythm, a collection every bin calls,
-	// so that what grows per collection grows here as it did there.
-	bin := max(1, int(m.bin))
+	// The window keeps something of the measuring rhythm, a collection
+	// every few groups of calls, so that what grows per collection grows
+	// here too, at a fraction of the sampling's cost.
+	bin := max(1, 4*int(m.bin))
 	for done := 0; done < w; done += bin {
 		if !m.callTo(m.calls + min(bin, w-done)) {
 			return
