@@ -310,12 +310,16 @@ func (m *meter) adaptive() {
 	}
 }
 
-// planBin picks the calls between samples: up to maxBin, fewer when calls
+// planBin picks the calls between samples: up to maxBin (times GOMAXPROCS/4
+// on larger machines), fewer when calls
 // are slow enough that targetSample samples would not fit in half the
 // budget, and fewer when one call grows memory so fast that a sample's
 // worth of calls would pass an eighth of the guard.
 func (m *meter) planBin(call time.Duration) float64 {
-	k := float64(maxBin)
+	// More calls between samples with more Ps, so that the runtime's
+	// allowance per collection (see heapLimit) stays under 4 B per call
+	// for a cheap function however many cores the machine has.
+	k := float64(maxBin * max(1, (runtime.GOMAXPROCS(0)+3)/4))
 	if call > 0 {
 		k = math.Min(k, float64(m.cfg.budget/2)/float64(targetSample)/float64(call))
 	}

@@ -167,7 +167,10 @@ func (m *meter) heapLimit(limit float64, r0 int) float64 {
 	if last <= r0 {
 		return limit
 	}
-	perSample := (m.xs[last] - m.xs[r0]) / float64(last-r0)
+	perSample := m.bin // as planned: the jittered spacing varies around it
+	if perSample <= 0 {
+		perSample = (m.xs[last] - m.xs[r0]) / float64(last-r0)
+	}
 	return math.Max(limit, runtimeAllowance*float64(runtime.GOMAXPROCS(0))/perSample)
 }
 
