@@ -46,6 +46,7 @@ const (
 	mTotal
 	mReleased
 	mAllocs
+	mCycles
 )
 
 type meter struct {
@@ -56,6 +57,7 @@ type meter struct {
 	xs      []float64
 	ys      [][]float64 // numSeries built-in series, then one per Track gauge
 	dropped []float64   // descriptors closed by the collector at each sample
+	cycles  []float64   // collections completed by each sample
 	n       int         // samples held
 	calls   int
 	bin     float64 // calls between samples
@@ -93,11 +95,13 @@ func newMeter(cfg *config, fn func()) *meter {
 		fn:      fn,
 		xs:      make([]float64, 0, capacity+1),
 		dropped: make([]float64, 0, capacity+1),
+		cycles:  make([]float64, 0, capacity+1),
 		met: []metrics.Sample{
 			mLive:     {Name: "/gc/heap/live:bytes"},
 			mTotal:    {Name: "/memory/classes/total:bytes"},
 			mReleased: {Name: "/memory/classes/heap/released:bytes"},
 			mAllocs:   {Name: "/gc/heap/allocs:bytes"},
+			mCycles:   {Name: "/gc/cycles/total:gc-cycles"},
 		},
 		rss:     openRSS(),
 		fds:     newFDCounter(),
@@ -357,6 +361,7 @@ func (m *meter) decimate() {
 	for i := 0; i < m.n; i += 2 {
 		m.xs[keep] = m.xs[i]
 		m.dropped[keep] = m.dropped[i]
+		m.cycles[keep] = m.cycles[i]
 		for s := range m.ys {
 			m.ys[s][keep] = m.ys[s][i]
 		}
@@ -365,6 +370,7 @@ func (m *meter) decimate() {
 	m.n = keep
 	m.xs = m.xs[:keep]
 	m.dropped = m.dropped[:keep]
+	m.cycles = m.cycles[:keep]
 	for s := range m.ys {
 		m.ys[s] = m.ys[s][:keep]
 	}
@@ -411,6 +417,7 @@ func (m *meter) sample() {
 	}
 	m.xs = append(m.xs, float64(m.calls))
 	m.dropped = append(m.dropped, dropped)
+	m.cycles = append(m.cycles, float64(m.met[mCycles].Value.Uint64()))
 	m.ys[sHeap] = append(m.ys[sHeap], live)
 	m.ys[sRSS] = append(m.ys[sRSS], rss)
 	m.ys[sOffGo] = append(m.ys[sOffGo], offGo)

@@ -42,8 +42,8 @@ type Finding struct {
 	// (Sen's interval at z = 3, about 99.7%).
 	Uncertainty float64
 	// Limit is the limit that PerIteration passed. For Heap it is at least
-	// 64 B × GOMAXPROCS divided by the calls between samples: what the
-	// runtime may keep per collection while its caches fill.
+	// 64 B × GOMAXPROCS × the collections per call: what the runtime may
+	// keep per collection while its caches fill.
 	Limit float64
 	// Detail says where to look, when known: the leaked goroutines grouped
 	// by creation site, the descriptors left open.
@@ -157,21 +157,20 @@ func (m *meter) judge(s int) judgement {
 // runtimeAllowance is heap per P that the runtime may keep per collection
 // while its per-P caches of goroutine descriptors and sudogs fill (measured:
 // 20–30 B per P and collection at GOMAXPROCS=8, for the first few hundred
-// collections). Every sample forces a collection, so the heap limit per
-// call is at least this divided by the calls between samples: it matters
-// only for slow functions, sampled every call or few.
+// collections). Every sample forces a collection, and a function that makes
+// much garbage causes more, so the heap limit per call is at least this
+// times GOMAXPROCS times the collections per call over the judged region.
+// It matters only where collections are frequent per call: slow functions
+// sampled every call or few, and functions that make megabytes of garbage.
 const runtimeAllowance = 64
 
 func (m *meter) heapLimit(limit float64, r0 int) float64 {
 	last := m.n - 1
-	if last <= r0 {
+	if last <= r0 || m.xs[last] <= m.xs[r0] {
 		return limit
 	}
-	perSample := m.bin // as planned: the jittered spacing varies around it
-	if perSample <= 0 {
-		perSample = (m.xs[last] - m.xs[r0]) / float64(last-r0)
-	}
-	return math.Max(limit, runtimeAllowance*float64(runtime.GOMAXPROCS(0))/perSample)
+	perCall := (m.cycles[last] - m.cycles[r0]) / (m.xs[last] - m.xs[r0])
+	return math.Max(limit, runtimeAllowance*float64(runtime.GOMAXPROCS(0))*perCall)
 }
 
 // report judges every series and builds the Report.
