@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -454,4 +456,25 @@ func TestTrackGauge(t *testing.T) {
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), tc.want)
 	}
+}
+
+// Built with GOEXPERIMENT=goroutineleakprofile, goroutines the runtime
+// proves blocked forever are marked so. The goroutines it leaks can never
+// be released, so the measurement runs in a child process.
+func TestBlockedForeverIsMarked(t *testing.T) {
+	if pprof.Lookup("goroutineleak") == nil {
+		t.Skip("needs GOEXPERIMENT=goroutineleakprofile")
+	}
+	if os.Getenv("LEAKTEST_FOREVER_CHILD") == "1" {
+		rep, err := Measure(func() { go func() { ch := make(chan int); <-ch }() }, Iterations(64))
+		if err == nil && rep.finding(Goroutines) != nil {
+			fmt.Println(rep.finding(Goroutines).Detail)
+		}
+		os.Exit(0) // before TestMain's check, which these goroutines would fail
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestBlockedForeverIsMarked$")
+	cmd.Env = append(os.Environ(), "LEAKTEST_FOREVER_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Regexp(t, `64 × created by .*TestBlockedForeverIsMarked\.func1 at leaktest_test.go:\d+, blocked forever in chan receive`, string(out))
 }
