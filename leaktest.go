@@ -62,10 +62,11 @@ const (
 // Run returns the report, or nil when nothing could be measured.
 func Run(t testing.TB, fn func(), opts ...Option) *Report {
 	t.Helper()
-	rep, err := Measure(fn, append([]Option{named(t.Name())}, opts...)...)
+	cfg := newConfig(isShort(), append([]Option{named(t.Name())}, opts...))
+	rep, err := measureWith(fn, cfg)
 	assertNoLeak(t, rep, err)
 	if err == nil {
-		checkBaseline(t, rep, newConfig(isShort(), opts))
+		checkBaseline(t, rep, cfg)
 	}
 	return rep
 }
@@ -77,10 +78,16 @@ func Run(t testing.TB, fn func(), opts ...Option) *Report {
 //
 // Measure waits for any other measurement in the process to end first.
 func Measure(fn func(), opts ...Option) (*Report, error) {
+	return measureWith(fn, newConfig(isShort(), opts))
+}
+
+// measureWith is Measure with the options already applied, so that Run
+// reads them (and the environment) once for the measurement and the
+// baseline.
+func measureWith(fn func(), cfg *config) (*Report, error) {
 	if fn == nil {
 		return nil, errors.New("leaktest: fn is nil")
 	}
-	cfg := newConfig(isShort(), opts)
 	if cfg.err != nil {
 		return nil, cfg.err
 	}
