@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // Attribution: when the heap leaks, a confirmation window of calls runs
@@ -21,6 +22,9 @@ const (
 	attrMinCalls = 16
 	attrMaxCalls = 16384
 	maxSites     = 5
+	// The window ends this long after the budget at the latest, unless
+	// its minimum takes longer; the report needs the rest of a second.
+	attrOverrun = 750 * time.Millisecond
 )
 
 // attributions counts the windows run, for tests.
@@ -41,16 +45,23 @@ type attribution struct {
 }
 
 // attribute runs the window. slope is the heap growth per call.
-func (m *meter) attribute(slope float64, call float64) {
+func (m *meter) attribute(slope float64) {
 	// As many calls as were measured, so that a leak growing in steps (a
-	// slice or map doubling) steps in the window too; within a quarter of
-	// the budget and attrMaxBytes of growth.
+	// slice or map doubling) steps in the window too; within attrMaxBytes
+	// of growth, and in time within a quarter of the budget and before
+	// attrOverrun past it. The window costs its calls, a collection every
+	// 4 bins (bin below) and settleCycles collections at each end.
+	bin := max(1, 4*int(m.bin))
 	w := min(max(m.calls, attrMinCalls), attrMaxCalls)
-	if call > 0 {
-		w = min(w, int(float64(m.cfg.budget)/4/call)) // call in ns
-	}
 	if slope > 0 {
 		w = min(w, int(attrMaxBytes/slope))
+	}
+	avail := min(m.cfg.budget/4, time.Until(m.start.Add(m.cfg.budget+attrOverrun)))
+	gc := m.sampleAvg()
+	avail -= 2 * settleCycles * gc
+	perCall := float64(m.fnTime)/float64(max(1, m.calls)) + float64(gc)/float64(bin)
+	if perCall > 0 {
+		w = min(w, int(float64(avail)/perCall))
 	}
 	w = max(1, w)
 
@@ -68,7 +79,6 @@ func (m *meter) attribute(slope float64, call float64) {
 	// The window keeps something of the measuring rhythm, a collection
 	// every few groups of calls, so that what grows per collection grows
 	// here too, at a fraction of the sampling's cost.
-	bin := max(1, 4*int(m.bin))
 	for done := 0; done < w; done += bin {
 		if !m.callTo(m.calls + min(bin, w-done)) {
 			return
@@ -86,10 +96,13 @@ func (m *meter) attribute(slope float64, call float64) {
 	m.attr = a
 }
 
-// settleProfile makes the heap profile current: it publishes a cycle's
-// allocations and frees only after later cycles complete.
+// settleProfile makes the heap profile current. runtime.GC publishes the
+// profile as of its own cycle, unless a collection started elsewhere
+// overtook it: a second one covers that.
+const settleCycles = 2
+
 func settleProfile() {
-	for i := 0; i < 3; i++ {
+	for i := 0; i < settleCycles; i++ {
 		runtime.GC()
 	}
 }

@@ -269,6 +269,30 @@ func TestFixedCounts(t *testing.T) {
 	assert.False(t, rep.Leaked(), "%s", rep)
 }
 
+// Calls that become slower after the two calibration calls (as a call
+// allocating 10 MiB does once it must clear reused memory) make the plan
+// start again with fewer calls between samples, instead of spending many
+// times the budget on the minimum number of samples.
+func TestSamplingReplansWhenCallsGetSlower(t *testing.T) {
+	calls := 0
+	rep, err := Measure(func() {
+		calls++
+		if calls > 3 {
+			spin(time.Millisecond)
+		}
+	}, Budget(time.Second))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+	// Planned for 1 ms calls: 64 samples in half the budget is about 8
+	// calls between samples (jittered: gaps below twice that); the plan
+	// from the calibration calls alone was 64.
+	got := rep.Series[0].Calls
+	require.Greater(t, len(got), 2)
+	for i := 2; i < len(got); i++ {
+		assert.Less(t, got[i]-got[i-1], 32, "gap between samples %d and %d: %v", i-1, i, got)
+	}
+}
+
 func TestLimitOption(t *testing.T) {
 	defer func() { chain = nil }()
 	fn := func() { chain = &chain48{next: chain} }

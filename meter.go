@@ -62,6 +62,7 @@ type meter struct {
 	calls   int
 	bin     float64 // calls between samples
 	origin  int     // first call judged with a fixed warm-up; 0 otherwise
+	base    int     // the calls at sample 0 of the current rhythm
 
 	met     []metrics.Sample
 	rss     *rssSource
@@ -70,8 +71,12 @@ type meter struct {
 	rng     uint64
 	settled int // descriptors open after the last sample's collection
 
-	start      time.Time
-	sampleCost time.Duration
+	start      time.Time     // when the measurement began, setup included
+	sampleCost time.Duration // of the last sample
+	samplesAll time.Duration // of every sample taken, restarts included
+	sampled    int
+	fnTime     time.Duration // spent in fn
+	plan       planMark
 	guardBase  []float64
 	guarded    int // series that tripped the memory guard, or -1
 	hasGuard   bool
@@ -91,6 +96,7 @@ type meter struct {
 
 func newMeter(cfg *config, fn func()) *meter {
 	m := &meter{
+		start:   time.Now(),
 		cfg:     cfg,
 		fn:      fn,
 		xs:      make([]float64, 0, capacity+1),
@@ -167,7 +173,6 @@ func (m *meter) loop(done chan<- struct{}) {
 		}
 		close(done)
 	}()
-	m.start = time.Now()
 	m.allocs0 = m.met[mAllocs].Value.Uint64()
 	if m.cfg.iterations > 0 {
 		m.fixed()
@@ -198,12 +203,13 @@ func (m *meter) attributeHeap() {
 			return
 		}
 	}
-	call := float64(time.Since(m.start)) / float64(max(1, m.calls))
-	m.attribute(slope, call)
+	m.attribute(slope)
 }
 
 // callTo calls fn until calls reaches target; false if aborted.
 func (m *meter) callTo(target int) bool {
+	t := time.Now()
+	defer func() { m.fnTime += time.Since(t) }()
 	for m.calls < target {
 		if m.abort.Load() {
 			return false
@@ -265,6 +271,7 @@ func (m *meter) adaptive() {
 	if !m.warm() {
 		return
 	}
+	m.base = m.origin
 	for i := 1; i <= 2; i++ { // calibration: the first call is often the costliest
 		t := time.Now()
 		if !m.callTo(m.origin + i) {
@@ -274,11 +281,12 @@ func (m *meter) adaptive() {
 		m.sample()
 		m.bin = m.planBin(call)
 	}
+	m.markPlan()
 	for {
 		for m.n <= capacity {
 			j := m.n
-			lo := m.origin + int(float64(j-1)*m.bin)
-			hi := m.origin + int(float64(j)*m.bin)
+			lo := m.base + int(float64(j-1)*m.bin)
+			hi := m.base + int(float64(j)*m.bin)
 			target := max(m.calls+1, lo+1+m.randn(hi-lo))
 			if !m.callTo(target) {
 				return
@@ -286,6 +294,9 @@ func (m *meter) adaptive() {
 			m.sample()
 			if m.guard() {
 				return
+			}
+			if m.replan() {
+				continue
 			}
 			last := m.n - 1
 			// minCalls counts planned calls: the jittered last sample may
@@ -336,6 +347,63 @@ func (m *meter) planBin(call time.Duration) float64 {
 		}
 	}
 	return math.Max(1, math.Floor(k))
+}
+
+// A planMark is where the current sampling plan began.
+type planMark struct {
+	n, calls int
+	fnTime   time.Duration
+}
+
+func (m *meter) markPlan() {
+	m.plan = planMark{n: m.n, calls: m.calls, fnTime: m.fnTime}
+}
+
+// replan checks the plan against what the calls made since really cost,
+// after 2, 4, 8 and 16 samples. The two calibration calls can be far
+// cheaper than later ones: a call that allocates 10 MiB gets fresh,
+// already-zeroed pages right after a sample returned memory to the OS, and
+// must clear reused ones later. When the calls between samples now come
+// out at half the plan or fewer, the series starts again from this sample
+// with the new plan, so that the rhythm stays constant within it.
+func (m *meter) replan() bool {
+	k := m.n - 1 - m.plan.n
+	if k < 2 || k > 16 || k&(k-1) != 0 || m.bin <= 1 {
+		return false
+	}
+	calls := m.calls - m.plan.calls
+	call := (m.fnTime - m.plan.fnTime) / time.Duration(calls)
+	bin := m.planBin(call)
+	if bin > m.bin/2 {
+		return false
+	}
+	m.restart()
+	m.bin = bin
+	m.markPlan()
+	return true
+}
+
+// restart keeps only the last sample, as the first of a new series.
+func (m *meter) restart() {
+	last := m.n - 1
+	m.xs[0] = m.xs[last]
+	m.dropped[0] = m.dropped[last]
+	m.cycles[0] = m.cycles[last]
+	m.xs, m.dropped, m.cycles = m.xs[:1], m.dropped[:1], m.cycles[:1]
+	for s := range m.ys {
+		m.ys[s][0] = m.ys[s][last]
+		m.ys[s] = m.ys[s][:1]
+	}
+	m.n = 1
+	m.base = m.calls
+	m.hasGuard = false
+	m.confirming = false
+}
+
+// sampleAvg is the mean time a sample took: about the cost of one full
+// collection.
+func (m *meter) sampleAvg() time.Duration {
+	return m.samplesAll / time.Duration(max(1, m.sampled))
 }
 
 // overall judges every resource: leak if one leaks, clean if all are.
@@ -439,6 +507,8 @@ func (m *meter) sample() {
 		m.hasGuard = true
 	}
 	m.sampleCost = time.Since(t)
+	m.samplesAll += m.sampleCost
+	m.sampled++
 }
 
 // guard stops the loop when the heap or RSS has grown by more than
