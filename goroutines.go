@@ -16,25 +16,35 @@ import (
 )
 
 // checkGoroutines lists the goroutines fn left running, grouped by where
-// they were created. goleak decides which ones are left (after its grace
-// period, ignoring those alive before Measure and those the user ignores);
-// the grouping reads the runtime's own dump. When the count grew per call
-// the list becomes the finding's detail; when it did not (a worker pool
-// started once), it is a note.
-func (m *meter) checkGoroutines(rep *Report, before int, opts []goleak.Option) {
+// they were created. When their count grew per call they are leaking
+// already, and the list is the finding's detail: the goroutines alive now
+// that were not before Measure. When it did not grow (a worker pool
+// started once), goleak decides which ones are left (after its grace
+// period, ignoring those alive before Measure and those the user ignores)
+// and the list is a note. The grouping reads the runtime's own dump.
+func (m *meter) checkGoroutines(rep *Report, n int, before map[int]bool, opts []goleak.Option) {
 	f := rep.finding(Goroutines)
-	if f == nil && runtime.NumGoroutine() <= before {
+	if f == nil && runtime.NumGoroutine() <= n {
 		return
 	}
-	err := goleak.Find(opts...)
-	if err == nil {
-		return
+	var ids map[int]bool
+	var dump []byte
+	if f != nil {
+		// goleak would retry 20 times, reading every stack each time,
+		// while goroutines known to leak stay: seconds, with thousands.
+		dump = goroutineDump()
+		ids = newGoroutines(dump, before, m.loopID)
+	} else {
+		err := goleak.Find(opts...)
+		if err == nil {
+			return
+		}
+		ids = leakedIDs(err.Error())
+		dump = goroutineDump()
 	}
-	ids := leakedIDs(err.Error())
 	if len(ids) == 0 {
 		return
 	}
-	dump := goroutineDump()
 	// Where the dump shows pprof labels (Go 1.26+), only goroutines that
 	// carry the measurement's label were started by fn or its children:
 	// the others belong to tests running in parallel.
@@ -107,6 +117,46 @@ func goroutineDump() []byte {
 		}
 	}
 	return allStacks()
+}
+
+// goroutineIDs returns the ids of the goroutines in dump.
+func goroutineIDs(dump []byte) map[int]bool {
+	ids := make(map[int]bool)
+	for _, block := range bytes.Split(dump, []byte("\n\n")) {
+		if id, ok := headerID(block); ok {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+// newGoroutines returns the ids of the goroutines in dump that are not in
+// before, other than the measuring goroutine (on its way out) and tests'
+// own goroutines (tests running in parallel, started meanwhile).
+func newGoroutines(dump []byte, before map[int]bool, measuring int64) map[int]bool {
+	ids := make(map[int]bool)
+	for _, block := range bytes.Split(dump, []byte("\n\n")) {
+		id, ok := headerID(block)
+		if !ok || before[id] || int64(id) == measuring || bytes.Contains(block, []byte("\ntesting.tRunner(")) {
+			continue
+		}
+		ids[id] = true
+	}
+	return ids
+}
+
+// headerID reads the id from a block's first line, "goroutine 7 [...]:".
+func headerID(block []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(bytes.TrimLeft(block, "\n"), []byte("goroutine "))
+	if !ok {
+		return 0, false
+	}
+	num, _, ok := bytes.Cut(rest, []byte(" "))
+	if !ok {
+		return 0, false
+	}
+	id, err := strconv.Atoi(string(num))
+	return id, err == nil
 }
 
 var goleakID = regexp.MustCompile(`Goroutine (\d+) in state`)

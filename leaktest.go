@@ -127,6 +127,7 @@ func measure(fn func(), cfg *config, timer *time.Timer) (*Report, error) {
 	before := goleak.IgnoreCurrent()
 	fdsBefore := openFDs()
 	gBefore := runtime.NumGoroutine()
+	idsBefore := goroutineIDs(allStacks())
 	rate := runtime.MemProfileRate
 
 	// The turn goes back once: by this goroutine when the measurement
@@ -174,7 +175,7 @@ func measure(fn func(), cfg *config, timer *time.Timer) (*Report, error) {
 		return nil, m.err
 	}
 	rep := m.report()
-	m.checkGoroutines(rep, gBefore, append([]goleak.Option{before}, cfg.ignore...))
+	m.checkGoroutines(rep, gBefore, idsBefore, append([]goleak.Option{before}, cfg.ignore...))
 	m.checkFDs(rep, fdsBefore)
 	if cfg.reportDir != "" {
 		if err := m.writeArtifacts(rep); err != nil {

@@ -1,6 +1,8 @@
 package leaktest
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -332,6 +334,48 @@ func TestLeakedGoroutinesAreGrouped(t *testing.T) {
 }
 
 func startBlockedWorker(release chan struct{}) { go func() { <-release }() }
+
+// Goroutines that others start during the measurement are not fn's and
+// stay out of its leak's detail, where the runtime shows pprof labels.
+func TestLeakDetailListsOnlyFnsGoroutines(t *testing.T) {
+	if !bytes.Contains(labelledDump(), []byte("labels:{")) {
+		t.Skip("this runtime does not show pprof labels in goroutine dumps (Go 1.26+)")
+	}
+	release, stop, stopped := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer close(release)
+	go func() { // alive before Measure, unlabelled, starting goroutines meanwhile
+		defer close(stopped)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				go func() { <-release }()
+			}
+		}
+	}()
+	rep, err := Measure(func() { startBlockedWorker(release) })
+	close(stop)
+	<-stopped
+	require.NoError(t, err)
+	f := rep.finding(Goroutines)
+	require.NotNil(t, f, "%s", rep)
+	assert.Regexp(t, `^\d+ × created by github.com/heapslope/leaktest.startBlockedWorker at leaktest_test.go:\d+, blocked in chan receive in github.com/heapslope/leaktest.startBlockedWorker.func1$`, f.Detail)
+}
+
+// labelledDump is goroutineDump while a goroutine runs under a pprof label.
+func labelledDump() []byte {
+	in, out := make(chan struct{}), make(chan struct{})
+	go pprof.Do(context.Background(), pprof.Labels(labelKey, "probe"), func(context.Context) {
+		close(in)
+		<-out
+	})
+	<-in
+	defer close(out)
+	return goroutineDump()
+}
 
 func TestLeakedDescriptorsAreListed(t *testing.T) {
 	if runtime.GOOS != "linux" {

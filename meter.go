@@ -60,6 +60,7 @@ type meter struct {
 	cycles  []float64   // collections completed by each sample
 	n       int         // samples held
 	calls   int
+	loopID  int64   // the goroutine that calls fn
 	bin     float64 // calls between samples
 	origin  int     // first call judged with a fixed warm-up; 0 otherwise
 	base    int     // the calls at sample 0 of the current rhythm
@@ -155,6 +156,7 @@ var measurements atomic.Int64
 // out, and a panic or runtime.Goexit in fn is caught.
 func (m *meter) loop(done chan<- struct{}) {
 	id := goroutineID()
+	m.loopID = id
 	loopGoroutine.Store(id)
 	finished := false
 	defer func() {

@@ -194,7 +194,10 @@ func Timeout(d time.Duration) Option {
 
 // IgnoreGoroutines passes goleak options (goleak.IgnoreTopFunction,
 // goleak.IgnoreAnyFunction, ...) to the check for goroutines left running
-// after the measurement. Goroutines alive before Measure are always ignored.
+// after the measurement whose number did not grow per call (the note about
+// a pool). Goroutines alive before Measure are always ignored. A number
+// that grows per call is a leak whatever the options say, and its finding
+// lists every goroutine fn left.
 func IgnoreGoroutines(opts ...goleak.Option) Option {
 	return optionFunc(func(c *config) {
 		c.ignore = append(c.ignore, opts...)
