@@ -20,7 +20,7 @@ import (
 const (
 	attrMaxBytes = 64 << 20 // growth the window never passes
 	attrMinCalls = 16
-	attrMaxCalls = 16384
+	attrMaxCalls = 16384 // unless only a longer window can overturn the verdict
 	maxSites     = 5
 	// The window ends this long after the budget at the latest, unless
 	// its minimum takes longer; the report needs the rest of a second.
@@ -44,18 +44,27 @@ type attribution struct {
 	measured int
 }
 
-// attribute runs the window. slope is the heap growth per call.
-func (m *meter) attribute(slope float64) {
-	// As many calls as were measured, so that a leak growing in steps (a
-	// slice or map doubling) steps in the window too; within attrMaxBytes
-	// of growth, and in time within a quarter of the budget and before
-	// attrOverrun past it. The window costs its calls, a collection every
-	// 4 bins (bin below) and settleCycles collections at each end.
-	bin := max(1, 4*int(m.bin))
-	w := min(max(m.calls, attrMinCalls), attrMaxCalls)
+// attribute runs the window. slope is the heap growth per call, limit the
+// heap limit it was judged against.
+//
+// The window has two jobs: find the sites of a leak, which a short window
+// does, and give a second opinion on the verdict, which for growth that
+// stopped (or a leak in steps, a slice or map doubling) only a window as
+// long as the measurement can. So it first runs within a quarter of the
+// budget, and before attrOverrun past it; it goes on to as many calls as
+// were measured, whatever the time, only when that could overturn the
+// verdict: fn's code kept no more than the limit per call in it, and the
+// runtime's own structures do not explain the growth. A false alarm costs
+// more than a slow one.
+func (m *meter) attribute(slope, limit float64) {
+	bin := max(1, 4*int(m.bin)) // a collection every 4 bins
+	full := max(m.calls, attrMinCalls)
 	if slope > 0 {
-		w = min(w, int(attrMaxBytes/slope))
+		full = min(full, int(attrMaxBytes/slope))
 	}
+	// The window costs its calls, a collection per bin calls and
+	// settleCycles collections at each end.
+	w := min(full, attrMaxCalls)
 	avail := min(m.cfg.budget/4, time.Until(m.start.Add(m.cfg.budget+attrOverrun)))
 	gc := m.sampleAvg()
 	avail -= 2 * settleCycles * gc
@@ -70,29 +79,36 @@ func (m *meter) attribute(slope float64) {
 	runtime.MemProfileRate = 1
 	defer func() { runtime.MemProfileRate = prev }()
 
-	a := &attribution{calls: w, measured: m.calls}
+	a := &attribution{measured: m.calls}
 	settleProfile()
 	base := memRecords()
 	if m.cfg.reportDir != "" {
 		a.base = heapProfile()
 	}
-	// The window keeps something of the measuring rhythm, a collection
-	// every few groups of calls, so that what grows per collection grows
-	// here too, at a fraction of the sampling's cost.
-	for done := 0; done < w; done += bin {
-		if !m.callTo(m.calls + min(bin, w-done)) {
-			return
+	for done := 0; ; {
+		// The window keeps something of the measuring rhythm, so that
+		// what grows per collection grows here too, at a fraction of the
+		// sampling's cost.
+		for ; done < w; done += bin {
+			if !m.callTo(m.calls + min(bin, w-done)) {
+				return
+			}
+			runtime.GC()
 		}
-		runtime.GC()
+		settleProfile()
+		end := memRecords()
+		var user, rt int64
+		a.calls = w
+		a.sites, user, rt = diffSites(base, end, w)
+		a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
+		if w >= full || a.user > limit || a.runtime >= slope/2 {
+			break
+		}
+		w = full
 	}
-	settleProfile()
-	end := memRecords()
 	if m.cfg.reportDir != "" {
 		a.end = heapProfile()
 	}
-	var user, rt int64
-	a.sites, user, rt = diffSites(base, end, w)
-	a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
 	m.attr = a
 }
 
@@ -131,28 +147,24 @@ func heapProfile() []byte {
 // site, largest first, and sums the growth of fn's code and of the
 // runtime's own structures.
 func diffSites(base, end []runtime.MemProfileRecord, calls int) (sites []Site, user, rt int64) {
-	type inuse struct{ bytes, objects int64 }
-	before := make(map[[32]uintptr]inuse, len(base))
-	for _, r := range base {
-		before[r.Stack0] = inuse{r.InUseBytes(), r.InUseObjects()}
-	}
+	before, after := inUseByStack(base), inUseByStack(end)
 	type grown struct {
 		site           Site
 		bytes, objects int64
 	}
 	bySite := map[string]*grown{}
 	var total int64
-	for _, r := range end {
-		b := before[r.Stack0]
-		db, do := r.InUseBytes()-b.bytes, r.InUseObjects()-b.objects
+	for k, r := range after {
+		b := before[k]
+		db, do := r.bytes-b.bytes, r.objects-b.objects
 		if db <= 0 {
 			continue
 		}
-		site, kind := siteOf(r.Stack())
+		site, kind := siteOf(r.stack)
 		switch {
 		case kind == harnessAlloc:
 			continue // leaktest's own, such as the profile just taken
-		case kind == runtimeAlloc || runtimeStructure(r.Stack()):
+		case kind == runtimeAlloc || runtimeStructure(r.stack):
 			rt += db
 			continue
 		}
@@ -194,16 +206,41 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) (sites []Site, u
 	return sites, user, rt
 }
 
+type inUse struct {
+	bytes, objects int64
+	stack          []uintptr
+}
+
+// inUseByStack sums a profile's records per allocation stack. The runtime
+// keeps a record per stack and allocation size: a slice that grows moves
+// from one size to the next, and only the sum over sizes says whether
+// that stack holds more.
+func inUseByStack(recs []runtime.MemProfileRecord) map[[32]uintptr]inUse {
+	m := make(map[[32]uintptr]inUse, len(recs))
+	for _, r := range recs {
+		u := m[r.Stack0]
+		u.bytes += r.InUseBytes()
+		u.objects += r.InUseObjects()
+		if u.stack == nil {
+			u.stack = append([]uintptr(nil), r.Stack()...) // r is reused (go 1.21 loop)
+		}
+		m[r.Stack0] = u
+	}
+	return m
+}
+
 // runtimeStructure reports whether an allocating stack made one of the
-// runtime's own goroutine structures: a descriptor (malg, allgadd) or a
-// sudog. Goroutines that stay alive are judged as goroutines; dead ones
-// and sudogs are cached per P and are not fn's to keep.
+// runtime's own goroutine structures: a descriptor (malg, allgadd), a
+// sudog, or the timer a goroutine's first time.Sleep allocates (freed when
+// it exits). Goroutines that stay alive are judged as goroutines; dead
+// descriptors and sudogs are cached per P and are not fn's to keep, and
+// sleep timers in the profile are those of goroutines still finishing.
 func runtimeStructure(pcs []uintptr) bool {
 	frames := runtime.CallersFrames(pcs)
 	for {
 		f, more := frames.Next()
 		switch f.Function {
-		case "runtime.malg", "runtime.allgadd", "runtime.acquireSudog":
+		case "runtime.malg", "runtime.allgadd", "runtime.acquireSudog", "time.Sleep", "runtime.timeSleep":
 			return true
 		}
 		if !more {

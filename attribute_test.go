@@ -232,3 +232,24 @@ func TestSafeName(t *testing.T) {
 		assert.Equal(t, want, safeName(in), in)
 	}
 }
+
+// The profile holds a record per stack and allocation size; a slice that
+// grows moves from one size to the next. Growth is counted per stack.
+func TestDiffSitesSumsSizesPerStack(t *testing.T) {
+	var stk [32]uintptr
+	runtime.Callers(1, stk[:])
+	rec := func(alloc, freed int64) runtime.MemProfileRecord {
+		return runtime.MemProfileRecord{AllocBytes: alloc, FreeBytes: freed, AllocObjects: alloc / 100, FreeObjects: freed / 100, Stack0: stk}
+	}
+	// 100 B in use in the 100 B size, then moved to the 300 B one.
+	base := []runtime.MemProfileRecord{rec(100, 0), rec(0, 0)}
+	end := []runtime.MemProfileRecord{rec(100, 100), rec(300, 0)}
+	for _, order := range [][]runtime.MemProfileRecord{base, {base[1], base[0]}} {
+		sites, user, rt := diffSites(order, end, 10)
+		assert.Equal(t, int64(200), user)
+		assert.Zero(t, rt)
+		require.Len(t, sites, 1)
+		assert.Equal(t, 20.0, sites[0].BytesPerCall)
+		assert.Contains(t, sites[0].Function, "TestDiffSitesSumsSizesPerStack")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -175,6 +176,7 @@ func (m *meter) loop(done chan<- struct{}) {
 		}
 		close(done)
 	}()
+	warmThreads()
 	m.allocs0 = m.met[mAllocs].Value.Uint64()
 	if m.cfg.iterations > 0 {
 		m.fixed()
@@ -205,7 +207,7 @@ func (m *meter) attributeHeap() {
 			return
 		}
 	}
-	m.attribute(slope)
+	m.attribute(slope, m.judgedLimit(sHeap))
 }
 
 // callTo calls fn until calls reaches target; false if aborted.
@@ -536,6 +538,28 @@ func (m *meter) guard() bool {
 		}
 	}
 	return false
+}
+
+// warmThreads has GOMAXPROCS goroutines run at once, so that the runtime
+// starts a thread for every P now rather than during the measurement: a
+// new thread's stack and thread-local memory (tens of KiB of RSS, outside
+// the Go heap) would read as growth, and a slow fn called only tens of
+// times has a budget of a few KiB. The runtime never ends its threads.
+func warmThreads() {
+	n := int32(runtime.GOMAXPROCS(0))
+	deadline := time.Now().Add(20 * time.Millisecond)
+	var running atomic.Int32
+	var wg sync.WaitGroup
+	for i := int32(0); i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			running.Add(1)
+			for running.Load() < n && time.Now().Before(deadline) {
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // waitFinalizers runs a collection and waits until the finalizers it

@@ -147,11 +147,38 @@ func (m *meter) window() (r0, mid int) {
 
 func (m *meter) judge(s int) judgement {
 	r0, mid := m.window()
+	return m.st.judge(m.xs, m.ys[s], r0, mid, m.judgedLimit(s))
+}
+
+// judgedLimit is the limit per call that series s is judged against: the
+// configured one, raised where the runtime's own growth over the judged
+// region would pass it (heapLimit, rssLimit).
+func (m *meter) judgedLimit(s int) float64 {
 	limit, _ := m.limit(s)
-	if s == sHeap {
-		limit = m.heapLimit(limit, r0)
+	r0, _ := m.window()
+	switch s {
+	case sHeap:
+		return m.heapLimit(limit, r0)
+	case sOffGo:
+		return m.rssLimit(limit, r0)
 	}
-	return m.st.judge(m.xs, m.ys[s], r0, mid, limit)
+	return limit
+}
+
+// rssFloor is the least growth of RSS outside the Go heap over the judged
+// region that can be a leak. Below it lie the process's own steps: a new
+// thread's stack and thread-local memory (50–100 KiB each, measured), pages
+// first touched one at a time. A slow fn called a few dozen times would
+// otherwise be judged on them (a torture run found a 50 ms fn failing on
+// 26 KiB of growth over 38 calls at GOMAXPROCS=8).
+const rssFloor = 256 << 10
+
+func (m *meter) rssLimit(limit float64, r0 int) float64 {
+	last := m.n - 1
+	if last <= r0 || m.xs[last] <= m.xs[r0] {
+		return limit
+	}
+	return math.Max(limit, rssFloor/(m.xs[last]-m.xs[r0]))
 }
 
 // runtimeAllowance is heap per P that the runtime may keep per collection
@@ -188,10 +215,8 @@ func (m *meter) report() *Report {
 		}
 		j := m.judge(s)
 		res := m.resource(s)
-		if s == sHeap {
-			r0, _ := m.window()
-			limit = m.heapLimit(limit, r0)
-		}
+		plain := limit
+		limit = m.judgedLimit(s)
 		if s == m.guarded && j.verdict != leak {
 			// The guard stopped the loop before the rule had enough
 			// samples: judge the growth since the first call.
@@ -232,6 +257,12 @@ func (m *meter) report() *Report {
 					m.calls, res, formatValue(res, m.ys[s][m.n-1]-m.guardBase[s]), formatValue(res, guardBytes))
 			}
 			rep.Findings = append(rep.Findings, f)
+		case clean:
+			if s == sOffGo && j.region.z >= zRegion && j.region.slope > plain {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"%s outside the Go heap grew %s per call over %d calls, %s in all: under the %s that threads and pages account for, so not judged (a larger Budget gives more calls)",
+					res, formatValue(res, j.region.slope), int(m.xs[m.n-1]-m.xs[r0]), formatValue(res, j.region.slope*(m.xs[m.n-1]-m.xs[r0])), formatValue(res, rssFloor)))
+			}
 		case unsure:
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
 				"%s grew %s per call over the last %d calls but not before: a one-time step, or a leak that started late; not failed (a larger Budget or Iterations would tell)",
