@@ -253,3 +253,29 @@ func TestDiffSitesSumsSizesPerStack(t *testing.T) {
 		assert.Contains(t, sites[0].Function, "TestDiffSitesSumsSizesPerStack")
 	}
 }
+
+// The window's second opinion, case by case (slope 5.3 B per call, limit
+// 6.2 B: a heap verdict from growth in steps, as at GOMAXPROCS=8).
+func TestWindowOverturnsOnlyWhatItCan(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a    attribution
+		want string
+	}{
+		{"fn's code kept more than the limit", attribution{calls: 2000, measured: 1000, user: 7, runtime: 9}, ""},
+		{"runtime structures explain it", attribution{calls: 100, measured: 1000, user: 0.1, runtime: 3}, "caches per P"},
+		{"short window, little growth", attribution{calls: 100, measured: 1000, user: 0.1, runtime: 1.5}, ""},
+		{"full window, runtime still adding", attribution{calls: 1000, measured: 1000, user: 0.1, runtime: 1.5}, "the growth stopped"},
+		{"full window, fn's code kept a third", attribution{calls: 1000, measured: 1000, user: 1.8}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &meter{attr: &tc.a}
+			got := m.notConfirmed(6.2, 5.3)
+			if tc.want == "" {
+				assert.Empty(t, got)
+			} else {
+				assert.Contains(t, got, tc.want)
+			}
+		})
+	}
+}

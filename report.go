@@ -304,9 +304,10 @@ func (m *meter) report() *Report {
 // the leak is not one, or "". Either fn's code kept no more than the limit
 // per call and the runtime's own structures (goroutine descriptors and
 // sudogs, cached per P until they saturate) account for at least half the
-// growth; or almost nothing grew in a window as long as the measurement
-// (so that a slice or map that doubles must have stepped in it too): the
-// growth had stopped.
+// growth; or fn's code kept less than a quarter of the growth in a window
+// as long as the measurement (so that a slice or map that doubles must
+// have stepped in it too): its growth had stopped, and what the runtime's
+// caches still add is not fn's.
 func (m *meter) notConfirmed(limit, slope float64) string {
 	a := m.attr
 	if a.calls == 0 || a.user > limit {
@@ -316,9 +317,9 @@ func (m *meter) notConfirmed(limit, slope float64) string {
 	case a.runtime >= slope/2:
 		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call allocated by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
 			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
-	case a.calls >= a.measured && a.user+a.runtime < slope/4:
-		return fmt.Sprintf("heap grew %s per call, but in a profile of %d more calls it grew only %s per call: the growth stopped (a cache that filled late?), not a leak",
-			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user+a.runtime))
+	case a.calls >= a.measured && a.user < slope/4:
+		return fmt.Sprintf("heap grew %s per call, but in a profile of %d more calls fn's code kept only %s per call (and the runtime %s for its own goroutine structures): the growth stopped (a cache that filled late?), not a leak",
+			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
 	}
 	return ""
 }
