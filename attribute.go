@@ -60,7 +60,7 @@ func (m *meter) attribute(slope, limit float64) {
 	bin := max(1, 4*int(m.bin)) // a collection every 4 bins
 	full := max(m.calls, attrMinCalls)
 	if slope > 0 {
-		full = min(full, int(attrMaxBytes/slope))
+		full = max(1, min(full, int(attrMaxBytes/slope)))
 	}
 	// The window costs its calls, a collection per bin calls and
 	// settleCycles collections at each end.
@@ -72,7 +72,10 @@ func (m *meter) attribute(slope, limit float64) {
 	if perCall > 0 {
 		w = min(w, int(float64(avail)/perCall))
 	}
-	w = max(1, w)
+	// At least four collection groups, though: over fewer calls, what the
+	// last ones still hold (a goroutine finishing, a timer) weighs enough
+	// per call to pass the limit and confirm a leak that is none.
+	w = max(w, min(full, 4*bin))
 
 	attributions.Add(1)
 	prev := runtime.MemProfileRate
