@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -42,6 +43,9 @@ type attribution struct {
 	user, runtime float64
 	// measured is the calls made before the window.
 	measured int
+	// cut: a window as long as the measurement would not fit before the
+	// Timeout, so the verdict stands unconfirmed.
+	cut bool
 }
 
 // attribute runs the window. slope is the heap growth per call, limit the
@@ -88,6 +92,7 @@ func (m *meter) attribute(slope, limit float64) {
 	if m.cfg.reportDir != "" {
 		a.base = heapProfile()
 	}
+	t0 := time.Now()
 	for done := 0; ; {
 		// The window keeps something of the measuring rhythm, so that
 		// what grows per collection grows here too, at a fraction of the
@@ -104,7 +109,16 @@ func (m *meter) attribute(slope, limit float64) {
 		a.calls = w
 		a.sites, user, rt = diffSites(base, end, w)
 		a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
-		if w >= full || a.user > limit || a.runtime >= slope/2 {
+		// Only a window as long as the measurement can overturn the
+		// verdict (notConfirmed): worth running when it can, and when it
+		// fits before the Timeout (at the rate of this window's calls,
+		// every allocation profiled, with room to spare).
+		if w >= full || full < a.measured || a.user > limit || a.runtime >= slope/2 {
+			break
+		}
+		more := time.Since(t0) / time.Duration(w) * time.Duration(full-w) * 3 / 2
+		if time.Since(m.start)+more > m.cfg.timeout*9/10 {
+			a.cut = true
 			break
 		}
 		w = full
@@ -157,8 +171,15 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) (sites []Site, u
 	}
 	bySite := map[string]*grown{}
 	var total int64
-	for k, r := range after {
-		b := before[k]
+	// In a set order, so that a site reached by several stacks shows the
+	// same one every run.
+	keys := make([][32]uintptr, 0, len(after))
+	for k := range after {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [32]uintptr) int { return slices.Compare(a[:], b[:]) })
+	for _, k := range keys {
+		r, b := after[k], before[k]
 		db, do := r.bytes-b.bytes, r.objects-b.objects
 		if db <= 0 {
 			continue
@@ -190,7 +211,14 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) (sites []Site, u
 		if list[i].bytes != list[j].bytes {
 			return list[i].bytes > list[j].bytes
 		}
-		return list[i].site.Function < list[j].site.Function
+		x, y := list[i].site, list[j].site
+		if x.Function != y.Function {
+			return x.Function < y.Function
+		}
+		if x.File != y.File {
+			return x.File < y.File
+		}
+		return x.Line < y.Line
 	})
 	for _, g := range list {
 		if len(sites) == maxSites {

@@ -313,6 +313,22 @@ func TestGrowthThatStoppedIsNotALeak(t *testing.T) {
 	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the growth stopped", "%s", rep)
 }
 
+// A window as long as the measurement that would not fit before the
+// Timeout does not run: the verdict stands, unconfirmed, and says so,
+// instead of the measurement timing out.
+func TestConfirmationWindowKeepsToTheTimeout(t *testing.T) {
+	defer func() { openFigures = nil }()
+	rep, err := Measure(func() {
+		if runtime.MemProfileRate != 1 { // 2 KiB a call until the window
+			drawChart()
+		}
+		spin(2 * time.Millisecond)
+	}, Budget(600*time.Millisecond), Timeout(900*time.Millisecond))
+	require.NoError(t, err)
+	assert.True(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "would not fit before the Timeout", "%s", rep)
+}
+
 func TestLimitOption(t *testing.T) {
 	defer func() { chain = nil }()
 	fn := func() { chain = &chain48{next: chain} }

@@ -547,6 +547,10 @@ func (m *meter) guard() bool {
 // times has a budget of a few KiB. The runtime never ends its threads.
 func warmThreads() {
 	n := int32(runtime.GOMAXPROCS(0))
+	if threadsWarm.Load() >= n {
+		return
+	}
+	defer threadsWarm.Store(n)
 	deadline := time.Now().Add(20 * time.Millisecond)
 	var running atomic.Int32
 	var wg sync.WaitGroup
@@ -561,6 +565,9 @@ func warmThreads() {
 	}
 	wg.Wait()
 }
+
+// threadsWarm is the GOMAXPROCS that warmThreads last ran for.
+var threadsWarm atomic.Int32
 
 // waitFinalizers runs a collection and waits until the finalizers it
 // queued have run. Two rounds: the runtime runs a batch of finalizers in

@@ -229,6 +229,10 @@ func (m *meter) report() *Report {
 			if why := m.notConfirmed(limit, j.region.slope); why != "" {
 				rep.Notes = append(rep.Notes, why)
 				j.verdict = clean
+			} else if m.attr.cut {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"fn's code kept no more than the limit in a confirmation window of %d calls, but a window as long as the measurement (%d calls), which could tell growth that stopped from a leak in steps, would not fit before the Timeout: a larger Timeout lets it run",
+					m.attr.calls, m.attr.measured))
 			}
 		}
 		m.judged[s] = j
@@ -258,7 +262,7 @@ func (m *meter) report() *Report {
 			}
 			rep.Findings = append(rep.Findings, f)
 		case clean:
-			if s == sOffGo && j.region.z >= zRegion && j.region.slope > plain {
+			if dx := m.xs[m.n-1] - m.xs[r0]; s == sOffGo && j.region.z >= zRegion && j.region.slope > plain && j.region.slope*dx < rssFloor {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"%s outside the Go heap grew %s per call over %d calls, %s in all: under the %s that threads and pages account for, so not judged (a larger Budget gives more calls)",
 					res, formatValue(res, j.region.slope), int(m.xs[m.n-1]-m.xs[r0]), formatValue(res, j.region.slope*(m.xs[m.n-1]-m.xs[r0])), formatValue(res, rssFloor)))
