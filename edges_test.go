@@ -44,7 +44,7 @@ func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
 	assert.False(t, rep.Leaked(), "%s", rep)
 
 	// The collector runs all the time, so the runtime's allowance per
-	// collection (see heapLimit) is large per call here: a leak of 4 KiB
+	// collection (see runtimeAllowance) is large per call here: a leak of 4 KiB
 	// per call is still caught, a 64-byte one may not be.
 	defer releaseKept()
 	rep, err = Measure(keep(4096), Budget(2*time.Second))

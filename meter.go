@@ -336,7 +336,7 @@ func (m *meter) adaptive() {
 // worth of calls would pass an eighth of the guard.
 func (m *meter) planBin(call time.Duration) float64 {
 	// More calls between samples with more Ps, so that the runtime's
-	// allowance per collection (see heapLimit) stays under 4 B per call
+	// allowance per collection (see runtimeAllowance) stays under 4 B per call
 	// for a cheap function however many cores the machine has.
 	k := float64(maxBin * max(1, (runtime.GOMAXPROCS(0)+3)/4))
 	if call > 0 {

@@ -151,16 +151,22 @@ func (m *meter) judge(s int) judgement {
 }
 
 // judgedLimit is the limit per call that series s is judged against: the
-// configured one, raised where the runtime's own growth over the judged
-// region would pass it (heapLimit, rssLimit).
+// configured one, raised where the process's own growth over the judged
+// region would pass it (runtimeAllowance for the heap, rssFloor outside it).
 func (m *meter) judgedLimit(s int) float64 {
 	limit, _ := m.limit(s)
 	r0, _ := m.window()
+	last := m.n - 1
+	dx := m.xs[last] - m.xs[r0]
+	if last <= r0 || dx <= 0 {
+		return limit
+	}
 	switch s {
 	case sHeap:
-		return m.heapLimit(limit, r0)
+		cycles := (m.cycles[last] - m.cycles[r0]) / dx
+		return math.Max(limit, runtimeAllowance*float64(runtime.GOMAXPROCS(0))*cycles)
 	case sOffGo:
-		return m.rssLimit(limit, r0)
+		return math.Max(limit, rssFloor/dx)
 	}
 	return limit
 }
@@ -173,14 +179,6 @@ func (m *meter) judgedLimit(s int) float64 {
 // 26 KiB of growth over 38 calls at GOMAXPROCS=8).
 const rssFloor = 256 << 10
 
-func (m *meter) rssLimit(limit float64, r0 int) float64 {
-	last := m.n - 1
-	if last <= r0 || m.xs[last] <= m.xs[r0] {
-		return limit
-	}
-	return math.Max(limit, rssFloor/(m.xs[last]-m.xs[r0]))
-}
-
 // runtimeAllowance is heap per P that the runtime may keep per collection
 // while its per-P caches of goroutine descriptors and sudogs fill (measured:
 // 20–30 B per P and collection at GOMAXPROCS=8, for the first few hundred
@@ -190,15 +188,6 @@ func (m *meter) rssLimit(limit float64, r0 int) float64 {
 // It matters only where collections are frequent per call: slow functions
 // sampled every call or few, and functions that make megabytes of garbage.
 const runtimeAllowance = 64
-
-func (m *meter) heapLimit(limit float64, r0 int) float64 {
-	last := m.n - 1
-	if last <= r0 || m.xs[last] <= m.xs[r0] {
-		return limit
-	}
-	perCall := (m.cycles[last] - m.cycles[r0]) / (m.xs[last] - m.xs[r0])
-	return math.Max(limit, runtimeAllowance*float64(runtime.GOMAXPROCS(0))*perCall)
-}
 
 // report judges every series and builds the Report.
 func (m *meter) report() *Report {
@@ -265,7 +254,7 @@ func (m *meter) report() *Report {
 			if dx := m.xs[m.n-1] - m.xs[r0]; s == sOffGo && j.region.z >= zRegion && j.region.slope > plain && j.region.slope*dx < rssFloor {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"%s outside the Go heap grew %s per call over %d calls, %s in all: under the %s that threads and pages account for, so not judged (a larger Budget gives more calls)",
-					res, formatValue(res, j.region.slope), int(m.xs[m.n-1]-m.xs[r0]), formatValue(res, j.region.slope*(m.xs[m.n-1]-m.xs[r0])), formatValue(res, rssFloor)))
+					res, formatValue(res, j.region.slope), int(dx), formatValue(res, j.region.slope*dx), formatValue(res, rssFloor)))
 			}
 		case unsure:
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
