@@ -45,6 +45,8 @@ type judgement struct {
 	region, early, late fit
 	// earlyRate and lateRate are the windows' growth per call.
 	earlyRate, lateRate float64
+	// series is the series judged, set by meter.judge.
+	series int
 }
 
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region

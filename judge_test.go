@@ -178,3 +178,57 @@ func TestRuleCatchesLeakShapes(t *testing.T) {
 		assert.Equal(t, n, single, sc.name)
 	}
 }
+
+// TestRSSOutsideGoJudgedOnBothBounds: free heap pages that the runtime has
+// not returned to the OS may or may not be resident, so RSS outside Go is
+// known only between two bounds. Pages of 10 MiB garbage that were never
+// touched, left free at some samples and not at others, move the lower
+// bound by MiBs (a CI run failed on that); resident free pages move the
+// upper one. Only growth of both is a leak.
+func TestRSSOutsideGoJudgedOnBothBounds(t *testing.T) {
+	const calls, rss, mib = 3000, 17 << 20, 1 << 20
+	rng := rand.New(rand.NewSource(1))
+	for _, tc := range []struct {
+		name string
+		// offGo is RSS outside Go, free the free pages and resident the
+		// part of them in RSS, at sample k of n.
+		offGo, free func(k, n int) float64
+		resident    bool
+		want        verdict
+	}{
+		{"untouched free pages drain away", func(int, int) float64 { return 0 },
+			func(k, n int) float64 { return float64((n-k)*8/n) * mib / 2 }, false, clean},
+		{"resident free pages pile up", func(int, int) float64 { return 0 },
+			func(k, n int) float64 { return float64(k*8/n) * mib / 2 }, true, clean},
+		{"a leak beside free pages that come and go", func(k, n int) float64 { return float64(k) / float64(n) * calls * 1024 },
+			func(int, int) float64 { return float64(rng.Intn(10)/9) * 2 * mib }, false, leak},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &meter{cfg: newConfig(false, nil), st: newStats(capacity + 1), ys: make([][]float64, numSeries)}
+			const n = 96
+			for k := 0; k < n; k++ {
+				m.xs = append(m.xs, float64(k*calls/n))
+				free := tc.free(k, n)
+				inRSS := 0.0
+				if tc.resident {
+					inRSS = free
+				}
+				goMem := 6<<20 + free
+				lo := rss + tc.offGo(k, n) + inRSS - goMem + float64(rng.Intn(8))*4096
+				m.ys[sOffGo] = append(m.ys[sOffGo], lo)
+				m.ys[sOffGoHigh] = append(m.ys[sOffGoHigh], lo+free)
+			}
+			m.n = n
+			assert.Equal(t, tc.want, m.judge(sOffGo).verdict)
+			if tc.want == clean {
+				// Either bound alone would have failed.
+				one := sOffGo
+				if tc.resident {
+					one = sOffGoHigh
+				}
+				r0, mid := m.window()
+				assert.Equal(t, leak, m.st.judge(m.xs, m.ys[one], r0, mid, m.judgedLimit(sOffGo)).verdict)
+			}
+		})
+	}
+}

@@ -94,7 +94,7 @@ func (r *Report) finding(res Resource) *Finding {
 	return nil
 }
 
-var builtinResource = [numSeries]Resource{sHeap: Heap, sRSS: RSS, sOffGo: RSS, sGoroutines: Goroutines, sFDs: FDs}
+var builtinResource = [numSeries]Resource{sHeap: Heap, sRSS: RSS, sOffGo: RSS, sOffGoHigh: RSS, sGoroutines: Goroutines, sFDs: FDs}
 
 // resource names series s: a built-in one, or a Track gauge.
 func (m *meter) resource(s int) Resource {
@@ -147,7 +147,20 @@ func (m *meter) window() (r0, mid int) {
 
 func (m *meter) judge(s int) judgement {
 	r0, mid := m.window()
-	return m.st.judge(m.xs, m.ys[s], r0, mid, m.judgedLimit(s))
+	limit := m.judgedLimit(s)
+	j := m.st.judge(m.xs, m.ys[s], r0, mid, limit)
+	j.series = s
+	if s == sOffGo {
+		// RSS outside Go lies between two bounds (see sOffGoHigh): a leak
+		// grows both, free pages that stay at one sample and go at the
+		// next move only one. The weaker judgement stands.
+		h := m.st.judge(m.xs, m.ys[sOffGoHigh], r0, mid, limit)
+		h.series = sOffGoHigh
+		if h.verdict < j.verdict || (h.verdict == j.verdict && h.region.slope < j.region.slope) {
+			j = h
+		}
+	}
+	return j
 }
 
 // judgedLimit is the limit per call that series s is judged against: the
@@ -231,7 +244,7 @@ func (m *meter) report() *Report {
 			if per <= limit {
 				// Growth in steps: most pairs lie on one stair, so the
 				// median slope misses it; the level's change does not.
-				per = m.st.levelRate(m.xs[r0:], m.ys[s][r0:])
+				per = m.st.levelRate(m.xs[r0:], m.ys[j.series][r0:])
 			}
 			f := Finding{
 				Resource:     res,
