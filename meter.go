@@ -36,8 +36,8 @@ const (
 // within bounds: free heap pages not yet returned to the OS may or may not
 // be resident (pages of a large object that were never touched are not),
 // and after a forced scavenge some MiB of them can stay, a different
-// amount at each sample (measured: 0.5–4.5 MiB, with 10 MiB garbage per
-// call). sOffGo counts them as resident (the lower bound), sOffGoHigh as
+// amount at each sample (with 10 MiB of garbage per call and other
+// processes on the cores). sOffGo counts them as resident (the lower bound), sOffGoHigh as
 // not (the upper bound); RSS leaks only when both grow (meter.judge).
 const (
 	sHeap = iota
