@@ -175,9 +175,6 @@ func measure(fn func(), cfg *config, timer *time.Timer) (*Report, error) {
 		return nil, m.err
 	}
 	rep := m.report()
-	if debugHook != nil {
-		debugHook(m, rep)
-	}
 	m.checkGoroutines(rep, gBefore, idsBefore, append([]goleak.Option{before}, cfg.ignore...))
 	m.checkFDs(rep, fdsBefore)
 	if cfg.reportDir != "" {
@@ -187,5 +184,3 @@ func measure(fn func(), cfg *config, timer *time.Timer) (*Report, error) {
 	}
 	return rep, nil
 }
-
-var debugHook func(*meter, *Report) // TEMP
