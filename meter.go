@@ -37,8 +37,9 @@ const (
 // be resident (pages of a large object that were never touched are not),
 // and after a forced scavenge some MiB of them can stay, a different
 // amount at each sample (with 10 MiB of garbage per call and other
-// processes on the cores). sOffGo counts them as resident (the lower bound), sOffGoHigh as
-// not (the upper bound); RSS leaks only when both grow (meter.judge).
+// processes on the cores). sOffGo counts them as resident (the lower
+// bound), sOffGoHigh as not (the upper bound); RSS leaks only when both
+// grow (meter.judge).
 const (
 	sHeap = iota
 	sRSS

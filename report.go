@@ -223,6 +223,7 @@ func (m *meter) report() *Report {
 			// The guard stopped the loop before the rule had enough
 			// samples: judge the growth since the first call.
 			j.region = m.st.fitTrend(m.xs[1:], m.ys[s][1:], ciZ)
+			j.series = s
 			if j.region.slope > limit {
 				j.verdict = leak
 			}
