@@ -316,14 +316,25 @@ func TestGrowthThatStoppedIsNotALeak(t *testing.T) {
 // A window as long as the measurement that would not fit before the
 // Timeout does not run: the verdict stands, unconfirmed, and says so,
 // instead of the measurement timing out.
+//
+// 48 calls, a sample after each; the budget leaves the short window no
+// time, so it gets its floor, 16 calls, and a call in the window takes
+// 60 ms. Measurement and short window end after 1.5 s (2.2 s beside two
+// CPU burners), 1.4 s or more before the Timeout; the rest of the window
+// (32 calls, reckoned at 1.5× for safety) would take 2.9 s more, past
+// 0.9 × the Timeout by a second or more. (Calls of 2 ms in and out of the
+// window, with a Timeout 0.3 s past a 0.6 s budget, timed out under the
+// burners.)
 func TestConfirmationWindowKeepsToTheTimeout(t *testing.T) {
 	defer func() { openFigures = nil }()
 	rep, err := Measure(func() {
 		if runtime.MemProfileRate != 1 { // 2 KiB a call until the window
 			drawChart()
+			spin(2 * time.Millisecond)
+		} else {
+			spin(60 * time.Millisecond)
 		}
-		spin(2 * time.Millisecond)
-	}, Budget(600*time.Millisecond), Timeout(900*time.Millisecond))
+	}, Iterations(48), Budget(100*time.Millisecond), Timeout(3600*time.Millisecond))
 	require.NoError(t, err)
 	assert.True(t, rep.Leaked(), "%s", rep)
 	assert.Contains(t, strings.Join(rep.Notes, "\n"), "would not fit before the Timeout", "%s", rep)
