@@ -180,8 +180,9 @@ func Budget(d time.Duration) Option {
 }
 
 // Timeout sets the longest a measurement may take in total (default one
-// minute, or ten budgets if longer); it must be longer than the budget. A function still running then makes Measure return an error
-// holding a goroutine dump.
+// minute, or ten budgets if longer); it must be longer than the budget. A
+// function still running then makes Measure return an error holding a
+// goroutine dump.
 func Timeout(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d <= 0 {
