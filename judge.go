@@ -45,8 +45,8 @@ type judgement struct {
 	region, early, late fit
 	// earlyRate and lateRate are the windows' growth per call.
 	earlyRate, lateRate float64
-	// series is the series judged, set by meter.judge.
-	series int
+	// level is the region's change of level per call (levelRate).
+	level float64
 }
 
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region
@@ -58,6 +58,7 @@ func (s *stats) judge(xs, ys []float64, r0, mid int, limit float64) judgement {
 	j.late = s.fitTrend(xs[mid:], ys[mid:], ciZ)
 	j.earlyRate = math.Max(j.early.slope, s.levelRate(xs[r0:mid+1], ys[r0:mid+1]))
 	j.lateRate = math.Max(j.late.slope, s.levelRate(xs[mid:], ys[mid:]))
+	j.level = s.levelRate(xs[r0:], ys[r0:])
 	agree := j.earlyRate*maxRatio >= j.lateRate && j.lateRate*maxRatio >= j.earlyRate
 	switch {
 	case j.region.z >= zRegion && j.late.z >= zLate && j.early.z >= zEarly &&

@@ -38,8 +38,8 @@ const (
 // and after a forced scavenge some MiB of them can stay, a different
 // amount at each sample (with 10 MiB of garbage per call and other
 // processes on the cores). sOffGo counts them as resident (the lower
-// bound), sOffGoHigh as not (the upper bound); RSS leaks only when both
-// grow (meter.judge).
+// bound), sOffGoHigh as not (the upper bound); where the two differ by
+// little, RSS outside Go is known (judgeOffGo).
 const (
 	sHeap = iota
 	sRSS
@@ -81,6 +81,9 @@ type meter struct {
 	st      *stats
 	rng     uint64
 	settled int // descriptors open after the last sample's collection
+	// knownX and knownY are scratch space for the samples where RSS
+	// outside Go is known (judgeOffGo).
+	knownX, knownY []float64
 
 	start      time.Time     // when the measurement began, setup included
 	sampleCost time.Duration // of the last sample
@@ -111,6 +114,8 @@ func newMeter(cfg *config, fn func()) *meter {
 		cfg:     cfg,
 		fn:      fn,
 		xs:      make([]float64, 0, capacity+1),
+		knownX:  make([]float64, 0, capacity+1),
+		knownY:  make([]float64, 0, capacity+1),
 		dropped: make([]float64, 0, capacity+1),
 		cycles:  make([]float64, 0, capacity+1),
 		met: []metrics.Sample{

