@@ -179,6 +179,46 @@ func TestRuleCatchesLeakShapes(t *testing.T) {
 	}
 }
 
+// RSS outside Go on synthetic samples: 96 of them over 3000 calls.
+const rssCalls, rssSamples, mib = 3000, 96, 1 << 20
+
+// growKiB leaks 1 KiB a call outside Go; noGrowth nothing.
+func growKiB(k, n int) float64  { return float64(k) / float64(n) * rssCalls * 1024 }
+func noGrowth(int, int) float64 { return 0 }
+
+// freeAtOneIn leaves 0.5–4 MiB of free heap pages at one sample in every,
+// a few pages at the others.
+func freeAtOneIn(rng *rand.Rand, every int) func(int, int) float64 {
+	return func(int, int) float64 {
+		if rng.Intn(every) == 0 {
+			return float64(1+rng.Intn(8)) * mib / 2
+		}
+		return float64(rng.Intn(4)) * 8192
+	}
+}
+
+// rssMeter builds a meter holding the two bounds of RSS outside Go, for
+// offGo growth and free pages, resident or not, at sample k of n.
+func rssMeter(rng *rand.Rand, offGo, free func(k, n int) float64, resident bool) *meter {
+	const n, rss = rssSamples, 17 << 20
+	m := &meter{cfg: newConfig(false, nil), st: newStats(capacity + 1), ys: make([][]float64, numSeries),
+		knownX: make([]float64, 0, n), knownY: make([]float64, 0, n)}
+	for k := 0; k < n; k++ {
+		m.xs = append(m.xs, float64(k*rssCalls/n))
+		f := free(k, n)
+		inRSS := 0.0
+		if resident {
+			inRSS = f
+		}
+		goMem := 6<<20 + f
+		lo := rss + offGo(k, n) + inRSS - goMem + float64(rng.Intn(8))*4096
+		m.ys[sOffGo] = append(m.ys[sOffGo], lo)
+		m.ys[sOffGoHigh] = append(m.ys[sOffGoHigh], lo+f)
+	}
+	m.n = n
+	return m
+}
+
 // TestRSSOutsideGoWhereKnown: free heap pages that the runtime has not
 // returned to the OS may or may not be resident, so at a sample with many
 // of them RSS outside Go is known only between two bounds. Pages of 10 MiB
@@ -187,24 +227,10 @@ func TestRuleCatchesLeakShapes(t *testing.T) {
 // Samples with few such pages are exact: RSS outside Go is judged on them,
 // or on both bounds when too few are left.
 func TestRSSOutsideGoWhereKnown(t *testing.T) {
-	const calls, rss, mib = 3000, 17 << 20, 1 << 20
 	rng := rand.New(rand.NewSource(1))
-	// at one sample in every, 0.5–4 MiB; else a few pages
-	every := func(every int) func(int, int) float64 {
-		return func(int, int) float64 {
-			if rng.Intn(every) == 0 {
-				return float64(1+rng.Intn(8)) * mib / 2
-			}
-			return float64(rng.Intn(4)) * 8192
-		}
-	}
-	sometimes := every(5)
-	grow := func(k, n int) float64 { return float64(k) / float64(n) * calls * 1024 }
-	none := func(int, int) float64 { return 0 }
+	sometimes := freeAtOneIn(rng, 5)
 	for _, tc := range []struct {
-		name string
-		// offGo is RSS outside Go, free the free pages and resident
-		// whether they are in RSS, at sample k of n.
+		name        string
 		offGo, free func(k, n int) float64
 		resident    bool
 		want        verdict
@@ -212,34 +238,19 @@ func TestRSSOutsideGoWhereKnown(t *testing.T) {
 		// would have failed.
 		oneBound bool
 	}{
-		{"untouched free pages drain away", none,
+		{"untouched free pages drain away", noGrowth,
 			func(k, n int) float64 { return float64((n-k)*8/n) * mib / 2 }, false, clean, true},
-		{"resident free pages pile up", none,
+		{"resident free pages pile up", noGrowth,
 			func(k, n int) float64 { return float64(k*8/n) * mib / 2 }, true, clean, true},
-		{"untouched free pages now and then", none, sometimes, false, clean, false},
-		{"a leak beside untouched free pages now and then", grow, sometimes, false, leak, false},
-		{"a leak beside resident free pages now and then", grow, sometimes, true, leak, false},
+		{"untouched free pages now and then", noGrowth, sometimes, false, clean, false},
+		{"a leak beside untouched free pages now and then", growKiB, sometimes, false, leak, false},
+		{"a leak beside resident free pages now and then", growKiB, sometimes, true, leak, false},
 		// Judged on both bounds, this leak was caught about half the time.
-		{"a leak beside resident free pages at a third of the samples", grow, every(3), true, leak, false},
-		{"a leak beside untouched free pages at a third of the samples", grow, every(3), false, leak, false},
+		{"a leak beside resident free pages at a third of the samples", growKiB, freeAtOneIn(rng, 3), true, leak, false},
+		{"a leak beside untouched free pages at a third of the samples", growKiB, freeAtOneIn(rng, 3), false, leak, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			const n = 96
-			m := &meter{cfg: newConfig(false, nil), st: newStats(capacity + 1), ys: make([][]float64, numSeries),
-				knownX: make([]float64, 0, n), knownY: make([]float64, 0, n)}
-			for k := 0; k < n; k++ {
-				m.xs = append(m.xs, float64(k*calls/n))
-				free := tc.free(k, n)
-				inRSS := 0.0
-				if tc.resident {
-					inRSS = free
-				}
-				goMem := 6<<20 + free
-				lo := rss + tc.offGo(k, n) + inRSS - goMem + float64(rng.Intn(8))*4096
-				m.ys[sOffGo] = append(m.ys[sOffGo], lo)
-				m.ys[sOffGoHigh] = append(m.ys[sOffGoHigh], lo+free)
-			}
-			m.n = n
+			m := rssMeter(rng, tc.offGo, tc.free, tc.resident)
 			assert.Equal(t, tc.want, m.judge(sOffGo).verdict)
 			if tc.oneBound {
 				one := sOffGo
@@ -250,5 +261,31 @@ func TestRSSOutsideGoWhereKnown(t *testing.T) {
 				assert.Equal(t, leak, m.st.judge(m.xs, m.ys[one], r0, mid, m.judgedLimit(sOffGo)).verdict)
 			}
 		})
+	}
+}
+
+// TestRSSOutsideGoPower counts, over 200 synthetic runs each, the false
+// alarms beside free pages and the 1 KiB-per-call leaks caught beside
+// them, at one sample in 5, 3 and 2 (the README quotes the log).
+func TestRSSOutsideGoPower(t *testing.T) {
+	const trials = 200
+	for _, every := range []int{5, 3, 2} {
+		for _, resident := range []bool{false, true} {
+			rng := rand.New(rand.NewSource(int64(every)))
+			alarms, caught := 0, 0
+			for i := 0; i < trials; i++ {
+				if rssMeter(rng, noGrowth, freeAtOneIn(rng, every), resident).judge(sOffGo).verdict == leak {
+					alarms++
+				}
+				if rssMeter(rng, growKiB, freeAtOneIn(rng, every), resident).judge(sOffGo).verdict == leak {
+					caught++
+				}
+			}
+			t.Logf("free pages at 1 sample in %d, resident %-5v: %d false alarms, %d of %d leaks caught", every, resident, alarms, caught, trials)
+			assert.Zero(t, alarms)
+			if every >= 3 {
+				assert.GreaterOrEqual(t, caught, trials*95/100)
+			}
+		}
 	}
 }

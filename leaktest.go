@@ -43,8 +43,9 @@ const (
 	Heap Resource = "heap"
 	// RSS is the resident bytes of the process. It is judged on its part
 	// outside the memory the Go runtime holds, so that it catches cgo
-	// malloc, mmap and other memory the Go heap never sees. Linux only;
-	// reported as unavailable elsewhere.
+	// malloc, mmap and other memory the Go heap never sees; at samples
+	// where free heap pages blur that part, on both its bounds (see the
+	// README). Linux only; reported as unavailable elsewhere.
 	RSS Resource = "rss"
 	// Goroutines is the number of goroutines alive.
 	Goroutines Resource = "goroutines"

@@ -163,9 +163,9 @@ const ambiguousFree = rssFloor / 4
 // scavenge leave it unknown at no more than half the judged samples, it
 // judges the others, where it is known; otherwise both bounds, and the
 // weaker judgement stands: a leak grows both, free pages that stay at one
-// sample and go at the next move only one. (On synthetic series with a
-// 1 KiB-per-call leak and MiBs of free pages at a third of the samples,
-// the known samples catch 199 in 200, both bounds about 110.)
+// sample and go at the next move only one. (TestRSSOutsideGoPower: with
+// MiBs of free pages at one sample in three, 200 of 200 leaks of 1 KiB a
+// call are caught, and judged on both bounds about half of them were.)
 func (m *meter) judgeOffGo(r0, mid int, limit float64) judgement {
 	lo, hi := m.ys[sOffGo], m.ys[sOffGoHigh]
 	xs, ys := m.knownX[:0], m.knownY[:0]
