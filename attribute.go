@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -41,6 +42,12 @@ type attribution struct {
 	// (goroutine descriptors, sudogs: caches that grow with GOMAXPROCS
 	// and the number of collections until they saturate).
 	user, runtime float64
+	// heap is the growth per call of the live heap over the window: the
+	// larger of its change from end to end (which a step keeps) and its
+	// Theil–Sen slope over the window's collections (which a one-time
+	// free elsewhere in the process does not move); late is the same over
+	// the window's second half, and trend the slope alone.
+	heap, late, trend float64
 	// measured is the calls made before the window.
 	measured int
 	// cut: a window as long as the measurement would not fit before the
@@ -87,33 +94,64 @@ func (m *meter) attribute(slope, limit float64) {
 	defer func() { runtime.MemProfileRate = prev }()
 
 	a := &attribution{measured: m.calls}
+	// The live heap after the window's collections (at most capacity+1
+	// of them, evenly spaced). Allocated, like the base profile, before
+	// the first reading, so that neither reads as growth.
+	groups := full/bin + 1
+	every := (groups + capacity - 1) / capacity
+	xs := make([]float64, 0, groups/every+4)
+	ys := make([]float64, 0, cap(xs))
 	settleProfile()
 	base := memRecords()
 	if m.cfg.reportDir != "" {
 		a.base = heapProfile()
 	}
+	read := func() {
+		metrics.Read(m.met[mLive : mLive+1])
+		x, y := float64(m.calls), float64(m.met[mLive].Value.Uint64())
+		if n := len(xs); n > 0 && xs[n-1] == x {
+			ys[n-1] = y // the same calls, settled further
+			return
+		}
+		xs, ys = append(xs, x), append(ys, y)
+	}
+	runtime.GC()
+	read()
 	t0 := time.Now()
-	for done := 0; ; {
+	for done, group := 0, 1; ; {
 		// The window keeps something of the measuring rhythm, so that
 		// what grows per collection grows here too, at a fraction of the
 		// sampling's cost.
-		for ; done < w; done += bin {
+		for ; done < w; done, group = done+bin, group+1 {
 			if !m.callTo(m.calls + min(bin, w-done)) {
 				return
 			}
 			runtime.GC()
+			if group%every == 0 {
+				read()
+			}
 		}
 		settleProfile()
+		read()
 		end := memRecords()
 		var user, rt int64
 		a.calls = w
 		a.sites, user, rt = diffSites(base, end, w)
 		a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
+		a.trend = m.st.fitTrend(xs, ys, ciZ).slope
+		a.heap = growth(xs, ys, a.trend)
+		a.late = a.heap
+		if h := len(xs) / 2; len(xs)-h >= 3 {
+			a.late = growth(xs[h:], ys[h:], m.st.fitTrend(xs[h:], ys[h:], ciZ).slope)
+		}
 		// Only a window as long as the measurement can overturn the
-		// verdict (notConfirmed): worth running when it can, and when it
-		// fits before the Timeout (at the rate of this window's calls,
-		// every allocation profiled, with room to spare).
-		if w >= full || full < a.measured || a.user > limit || a.runtime >= slope/2 {
+		// verdict (notConfirmed): worth running when it can, when this one
+		// did not find the same growth again (in its profile, and in the
+		// heap from end to end and in trend), and when it fits before the
+		// Timeout (at the rate of this window's calls, every allocation
+		// profiled, with room to spare).
+		again := min(a.user, a.heap-a.runtime, a.trend-a.runtime) >= slope/2
+		if w >= full || full < a.measured || again || a.runtime >= slope/2 {
 			break
 		}
 		more := time.Since(t0) / time.Duration(w) * time.Duration(full-w) * 3 / 2
@@ -122,11 +160,34 @@ func (m *meter) attribute(slope, limit float64) {
 			break
 		}
 		w = full
+		// What this pass found stays live through the next one: keep
+		// nothing of it to read as growth (the next pass finds it again).
+		a.sites = nil
 	}
 	if m.cfg.reportDir != "" {
 		a.end = heapProfile()
 	}
 	m.attr = a
+}
+
+// growth is the larger of the change per call from the first reading to
+// the last and the slope given.
+func growth(xs, ys []float64, slope float64) float64 {
+	n := len(xs) - 1
+	if n < 1 {
+		return slope
+	}
+	return max((ys[n]-ys[0])/(xs[n]-xs[0]), slope)
+}
+
+// kept is the growth per call that fn's code kept in the window: what its
+// allocations in the window still hold at its end, or less when the live
+// heap, net of the runtime's structures, grew less. A diff of profiles
+// cannot see the frees of objects allocated before the window, when not
+// every allocation was profiled: a full cache that replaces an old entry
+// at each call shows every new one as kept, while the heap stays flat.
+func (a *attribution) kept() float64 {
+	return max(0, min(a.user, a.heap-a.runtime))
 }
 
 // settleProfile makes the heap profile current. runtime.GC publishes the

@@ -262,11 +262,18 @@ func TestWindowOverturnsOnlyWhatItCan(t *testing.T) {
 		a    attribution
 		want string
 	}{
-		{"fn's code kept more than the limit", attribution{calls: 2000, measured: 1000, user: 7, runtime: 9}, ""},
-		{"runtime structures explain it", attribution{calls: 100, measured: 1000, user: 0.1, runtime: 3}, "caches per P"},
-		{"short window, little growth", attribution{calls: 100, measured: 1000, user: 0.1, runtime: 1.5}, ""},
-		{"full window, runtime still adding", attribution{calls: 1000, measured: 1000, user: 0.1, runtime: 1.5}, "the growth stopped"},
-		{"full window, fn's code kept a third", attribution{calls: 1000, measured: 1000, user: 1.8}, ""},
+		{"fn's code kept more than the limit", attribution{calls: 2000, measured: 1000, user: 7, runtime: 9, heap: 16, late: 16}, ""},
+		{"runtime structures explain it", attribution{calls: 100, measured: 1000, user: 0.1, runtime: 3, heap: 3.1, late: 3.1}, "caches per P"},
+		{"short window, little growth", attribution{calls: 100, measured: 1000, user: 0.1, runtime: 1.5, heap: 1.6, late: 1.6}, ""},
+		{"full window, runtime still adding", attribution{calls: 1000, measured: 1000, user: 0.1, runtime: 1.5, heap: 1.6, late: 1.2}, "the growth stopped"},
+		{"full window, fn's code kept a third", attribution{calls: 1000, measured: 1000, user: 1.8, heap: 1.8, late: 1.8}, ""},
+		// The profile counts every entry a full cache allocates in the
+		// window as kept (the ones they replaced were not profiled); the
+		// heap does not grow.
+		{"full window, a full cache replacing entries", attribution{calls: 1000, measured: 1000, user: 128, heap: 0.5, late: 0}, "the growth stopped"},
+		// Little growth in the window, but it goes on in its second half:
+		// a small leak beside a cache that filled.
+		{"full window, little growth but all of it late", attribution{calls: 1000, measured: 1000, user: 1.2, heap: 1.2, late: 7}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &meter{attr: &tc.a}

@@ -313,6 +313,40 @@ func TestGrowthThatStoppedIsNotALeak(t *testing.T) {
 	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the growth stopped", "%s", rep)
 }
 
+// A bounded cache that fills at 80% of the calls and from then on replaces
+// its oldest entry at each call. Judged once (Iterations), the rule sees
+// growth into the late window; the window as long as the measurement must
+// find that the heap stopped growing, although every entry allocated in it
+// is still live at its end: the entries it replaced were allocated before
+// the window, when allocations were not all profiled, so their frees are
+// invisible to a diff of profiles.
+func TestCacheFilledLateIsNotALeak(t *testing.T) {
+	c := newLRU(1600)
+	i := 0
+	rep, err := Measure(func() { i++; c.add(i, make([]byte, 128)) }, Iterations(2000))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the growth stopped", "%s", rep)
+}
+
+// The same cache beside a real leak of 48 B per call: in the window the
+// heap grows far less than in the measurement, but it still grows in the
+// window's second half, and that is a leak.
+func TestCacheFilledLateBesideALeakIsALeak(t *testing.T) {
+	defer func() { chain = nil }()
+	c := newLRU(1600)
+	i := 0
+	rep, err := Measure(func() {
+		i++
+		c.add(i, make([]byte, 128))
+		chain = &chain48{next: chain}
+	}, Iterations(2000))
+	require.NoError(t, err)
+	f := rep.finding(Heap)
+	require.NotNil(t, f, "%s", rep)
+	require.NotEmpty(t, f.Sites, "%s", rep)
+}
+
 // A window as long as the measurement that would not fit before the
 // Timeout does not run: the verdict stands, unconfirmed, and says so,
 // instead of the measurement timing out.

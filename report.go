@@ -343,22 +343,24 @@ func (m *meter) report() *Report {
 // the leak is not one, or "". Either fn's code kept no more than the limit
 // per call and the runtime's own structures (goroutine descriptors and
 // sudogs, cached per P until they saturate) account for at least half the
-// growth; or fn's code kept less than a quarter of the growth in a window
-// as long as the measurement (so that a slice or map that doubles must
-// have stepped in it too): its growth had stopped, and what the runtime's
+// growth; or, in a window as long as the measurement (so that a slice or
+// map that doubles must have stepped in it too), fn's code kept less than
+// a quarter of the growth and the heap grew no more than the limit over
+// the window's second half: its growth had stopped, and what the runtime's
 // caches still add is not fn's.
 func (m *meter) notConfirmed(limit, slope float64) string {
 	a := m.attr
-	if a.calls == 0 || a.user > limit {
+	if a.calls == 0 {
 		return ""
 	}
+	kept := a.kept()
 	switch {
-	case a.runtime >= slope/2:
-		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call allocated by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
-			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
-	case a.calls >= a.measured && a.user < slope/4:
-		return fmt.Sprintf("heap grew %s per call, but in a profile of %d more calls fn's code kept only %s per call (and the runtime %s for its own goroutine structures): the growth stopped (a cache that filled late?), not a leak",
-			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
+	case kept <= limit && a.runtime >= slope/2:
+		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call kept by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
+			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime))
+	case a.calls >= a.measured && kept < slope/4 && a.late-a.runtime <= limit:
+		return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their second half: the growth stopped (a cache that filled late?), not a leak",
+			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)))
 	}
 	return ""
 }
