@@ -64,9 +64,9 @@ type attribution struct {
 // long as the measurement can. So it first runs within a quarter of the
 // budget, and before attrOverrun past it; it goes on to as many calls as
 // were measured, whatever the time, only when that could overturn the
-// verdict: fn's code kept no more than the limit per call in it, and the
-// runtime's own structures do not explain the growth. A false alarm costs
-// more than a slow one.
+// verdict: the first part did not find the same growth again, and the
+// runtime's own structures do not explain it. A false alarm costs more
+// than a slow one.
 func (m *meter) attribute(slope, limit float64) {
 	bin := max(1, 4*int(m.bin)) // a collection every 4 bins
 	full := max(m.calls, attrMinCalls)
