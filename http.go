@@ -2,6 +2,7 @@ package leaktest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +23,8 @@ import (
 //
 // Each call hands h a fresh clone of req and a fresh
 // httptest.ResponseRecorder, so whatever h keeps of them is kept once per
-// call, as it would be in production.
+// call, as it would be in production. The clone's context is cancelled
+// when h returns, as net/http's server does.
 //
 // The body of req is read once, when Serve is called, and replayed to
 // every clone, with ContentLength and GetBody set to match; req is left
@@ -50,8 +52,12 @@ func serve(h http.Handler, req *http.Request, status *atomic.Int64) func() {
 	if err != nil {
 		return failing(fmt.Errorf("leaktest: %s: reading the request body: %w", name, err))
 	}
-	ctx := req.Context()
+	parent := req.Context()
 	return func() {
+		// A server cancels the request's context when the handler
+		// returns: what waits on it ends then, not never.
+		ctx, cancel := context.WithCancel(parent)
+		defer cancel()
 		r := req.Clone(ctx)
 		// Clone shares the body; a server's request always has one.
 		r.Body = http.NoBody

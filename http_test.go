@@ -126,6 +126,17 @@ func TestServeRetainsNothing(t *testing.T) {
 	assert.False(t, rep.Leaked(), "%s", rep)
 }
 
+// A goroutine that waits for the request's context ends when the handler
+// returns, as under net/http's server: not a leak.
+func TestServeCancelsTheRequestContext(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() { <-r.Context().Done() }()
+	})
+	rep, err := Measure(Serve(h, httptest.NewRequest("GET", "/watch", nil)))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+}
+
 func TestServeHandlerPanicIsAnError(t *testing.T) {
 	errDB := errors.New("db closed")
 	for _, tc := range []struct {
