@@ -44,7 +44,15 @@ var (
 	sinkFiles []*os.File
 	sinkFDs   []int
 	sinkTimer []*time.Timer
+	sinkList  *node32
 )
+
+// node32 is a 32-byte list node: a leak of exactly one size class per
+// call, with no slice around it.
+type node32 struct {
+	next *node32
+	_    [3]int64
+}
 
 // block is closed by teardowns to release the goroutines a workload leaked.
 func blocker() (chan struct{}, func()) {
@@ -58,7 +66,7 @@ func simple(fn func(), teardown func()) func(testing.TB) (func(), func()) {
 
 func resetSinks() {
 	sinkPtrs, sinkInts, sinkPtr8, sinkBytes, sinkMap = nil, nil, nil, nil, nil
-	sinkCount = 0
+	sinkCount, sinkList = 0, nil
 }
 
 func linuxOnly() string {
@@ -124,6 +132,18 @@ var leakyCorpus = []workload{
 		stop := backgroundGarbage()
 		return func() { sinkPtrs = append(sinkPtrs, new([16]byte)) },
 			func() { stop(); resetSinks() }
+	}},
+	// 32 B per call beside a batch of 1 KiB records flushed every 1000
+	// calls: the leak is 3% of the sawtooth's height per period.
+	{name: "heap/on-a-sawtooth", leaks: Heap, setup: func(testing.TB) (func(), func()) {
+		var batch [][]byte
+		return func() {
+			batch = append(batch, make([]byte, 1024))
+			if len(batch) == 1000 {
+				batch = nil
+			}
+			sinkList = &node32{next: sinkList}
+		}, resetSinks
 	}},
 	{name: "heap/kept-by-worker-goroutine", leaks: Heap, setup: func(testing.TB) (func(), func()) {
 		work := make(chan []byte)

@@ -36,7 +36,7 @@ type verdict int
 
 const (
 	clean  verdict = iota
-	unsure         // growth in the late window only: a step, or a leak that started late
+	unsure         // growth in the late window only: a step, a leak that started late, or one that noise hid
 	leak
 )
 

@@ -374,6 +374,15 @@ func TestConfirmationWindowKeepsToTheTimeout(t *testing.T) {
 	assert.Contains(t, strings.Join(rep.Notes, "\n"), "would not fit before the Timeout", "%s", rep)
 }
 
+// A slow function is sampled after every call, and the heap limit rises
+// with the collections per call: a clean report says what it judged.
+func TestRaisedHeapLimitIsNoted(t *testing.T) {
+	rep, err := Measure(func() { time.Sleep(10 * time.Millisecond) }, Budget(time.Second))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "heap judged against", "%s", rep)
+}
+
 func TestLimitOption(t *testing.T) {
 	defer func() { chain = nil }()
 	fn := func() { chain = &chain48{next: chain} }

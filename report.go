@@ -41,9 +41,11 @@ type Finding struct {
 	// Uncertainty is the half-width of the interval around PerIteration
 	// (Sen's interval at z = 3, about 99.7%).
 	Uncertainty float64
-	// Limit is the limit that PerIteration passed. For Heap it is at least
-	// 64 B × GOMAXPROCS × the collections per call: what the runtime may
-	// keep per collection while its caches fill.
+	// Limit is the limit the growth was judged against: both windows of
+	// the judged region grew faster than it (PerIteration, the slope over
+	// the whole region, can fall a little below it). For Heap it is at
+	// least 64 B × GOMAXPROCS × the collections per call: what the runtime
+	// may keep per collection while its caches fill.
 	Limit float64
 	// Detail says where to look, when known: the leaked goroutines grouped
 	// by creation site, the descriptors left open.
@@ -297,6 +299,11 @@ func (m *meter) report() *Report {
 			}
 			rep.Findings = append(rep.Findings, f)
 		case clean:
+			if s == sHeap && limit > 2*plain {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"heap judged against %s per call, not %s: the runtime may keep %s per P at each collection, and fn caused %.2g per call (slow calls sampled often, or much garbage); a smaller leak is not judged",
+					formatValue(res, limit), formatValue(res, plain), formatValue(res, runtimeAllowance), limit/(runtimeAllowance*float64(runtime.GOMAXPROCS(0)))))
+			}
 			if dx := m.xs[m.n-1] - m.xs[r0]; s == sOffGo && j.region.z >= zRegion && j.region.slope > plain && j.region.slope*dx < rssFloor {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"%s outside the Go heap grew %s per call over %d calls, %s in all: under the %s that threads and pages account for, so not judged (a larger Budget gives more calls)",
@@ -304,7 +311,7 @@ func (m *meter) report() *Report {
 			}
 		case unsure:
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
-				"%s grew %s per call over the last %d calls but not before: a one-time step, or a leak that started late; not failed (a larger Budget or Iterations would tell)",
+				"%s grew %s per call over the last %d calls but not clearly before: a one-time step, a leak that started late, or a small leak that noise hides early on (a sawtooth, garbage in flight); not failed (a larger Budget or Iterations would tell)",
 				res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
 		}
 	}
@@ -422,7 +429,7 @@ func (m *meter) noteDropped(rep *Report) {
 		return
 	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf(
-		"about %.3g descriptors per call were closed only by the garbage collector: an *os.File or net.Conn dropped without Close?",
+		"about %.3g descriptors per call were closed only by the garbage collector: an *os.File or net.Conn dropped without Close, or an os.Process (whose pidfd this is) never waited for?",
 		dropped/calls))
 }
 
