@@ -125,9 +125,11 @@ func regression(s Series, was, tol float64, file string) string {
 // whole bytes, hundredths of a count.
 func roundGrowth(r Resource, v float64) float64 {
 	if r == Heap || r == RSS {
-		return math.Round(v)
+		v = math.Round(v)
+	} else {
+		v = math.Round(v*100) / 100
 	}
-	return math.Round(v*100) / 100
+	return v + 0 // -0 (a slightly negative slope, rounded) is recorded as 0
 }
 
 func readBaselines(path string) (baselines, error) {

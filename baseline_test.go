@@ -1,6 +1,7 @@
 package leaktest
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -132,4 +133,11 @@ func TestBaselineGate(t *testing.T) {
 	Run(tb, func() {}, opts...)
 	require.Len(t, tb.errors, 1)
 	assert.Contains(t, tb.errors[0], "leaktest could not read the baseline")
+}
+
+// A slope a little below zero rounds to 0, not -0, in the recorded file.
+func TestBaselineRecordsNoNegativeZero(t *testing.T) {
+	for _, r := range []Resource{Heap, Goroutines} {
+		assert.False(t, math.Signbit(roundGrowth(r, -0.001)), r)
+	}
 }

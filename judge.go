@@ -47,6 +47,9 @@ type judgement struct {
 	earlyRate, lateRate float64
 	// level is the region's change of level per call (levelRate).
 	level float64
+	// stoppedAt is the first call of a flat tail that made a count's leak
+	// unsure (checkStopped); 0 otherwise.
+	stoppedAt int
 }
 
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region

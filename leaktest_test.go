@@ -211,6 +211,16 @@ func TestTimeoutDumpsGoroutines(t *testing.T) {
 	require.NoError(t, goleak.Find(goleak.IgnoreCurrent()))
 }
 
+// A function too slow for the samples a verdict needs before the Timeout
+// is an error after the calibration calls, not a timeout a minute later.
+func TestTooSlowForTheTimeoutIsAnError(t *testing.T) {
+	_, err := Measure(func() { time.Sleep(100 * time.Millisecond) },
+		Budget(200*time.Millisecond), Timeout(2*time.Second))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "the 32 samples a verdict needs would take about")
+	assert.Contains(t, err.Error(), "set a larger Timeout")
+}
+
 func TestNestedRunIsAnError(t *testing.T) {
 	var inner error
 	rep, err := Measure(func() {
@@ -345,6 +355,62 @@ func TestCacheFilledLateBesideALeakIsALeak(t *testing.T) {
 	f := rep.finding(Heap)
 	require.NotNil(t, f, "%s", rep)
 	require.NotEmpty(t, f.Sites, "%s", rep)
+}
+
+// tenants starts a worker goroutine for each of n tenants on its first
+// request; stop ends them.
+func tenants(n int) (fn, stop func()) {
+	workers := map[int]chan func(){}
+	var wg sync.WaitGroup
+	calls := 0
+	fn = func() {
+		calls++
+		ch, ok := workers[calls%n]
+		if !ok {
+			ch = make(chan func())
+			workers[calls%n] = ch
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for f := range ch {
+					f()
+				}
+			}()
+		}
+		done := make(chan struct{})
+		ch <- func() { close(done) }
+		<-done
+	}
+	return fn, func() {
+		for _, ch := range workers {
+			close(ch)
+		}
+		wg.Wait()
+	}
+}
+
+// Goroutines that stop growing at 70% of a run judged once (Iterations)
+// are growth that stopped, not a leak; one more tenant every 10 calls,
+// all through the run, is a leak.
+func TestGoroutinesThatStopLateAreNotALeak(t *testing.T) {
+	fn, stop := tenants(1400)
+	rep, err := Measure(fn, Iterations(2000))
+	stop()
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "goroutines grew", "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "then not at all over the last", "%s", rep)
+
+	fn, stop = tenants(1 << 30)
+	calls := 0
+	rep, err = Measure(func() {
+		if calls++; calls%10 == 0 {
+			fn()
+		}
+	}, Iterations(2000))
+	stop()
+	require.NoError(t, err)
+	require.NotNil(t, rep.finding(Goroutines), "%s", rep)
 }
 
 // A window as long as the measurement that would not fit before the

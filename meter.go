@@ -198,7 +198,7 @@ func (m *meter) loop(done chan<- struct{}) {
 	} else {
 		m.adaptive()
 	}
-	if !m.abort.Load() {
+	if !m.abort.Load() && m.err == nil {
 		m.attributeHeap()
 	}
 	finished = true
@@ -291,14 +291,24 @@ func (m *meter) adaptive() {
 		return
 	}
 	m.base = m.origin
+	fastest := time.Duration(math.MaxInt64)
 	for i := 1; i <= 2; i++ { // calibration: the first call is often the costliest
 		t := time.Now()
 		if !m.callTo(m.origin + i) {
 			return
 		}
 		call := time.Since(t)
+		fastest = min(fastest, call)
 		m.sample()
 		m.bin = m.planBin(call)
+	}
+	// A verdict needs minSamples samples, however slow the calls: say so
+	// now, not with a timeout and a goroutine dump a minute later.
+	need := time.Duration(minSamples+1-m.n) * (time.Duration(m.bin)*fastest + m.sampleAvg())
+	if time.Since(m.start)+need > m.cfg.timeout {
+		m.err = fmt.Errorf("leaktest: fn took %v per call: the %d samples a verdict needs would take about %v more, past the Timeout (%v); set a larger Timeout",
+			fastest.Round(time.Millisecond), minSamples, need.Round(time.Second), m.cfg.timeout)
+		return
 	}
 	m.markPlan()
 	for {
@@ -382,8 +392,12 @@ func (m *meter) markPlan() {
 // after 2, 4, 8 and 16 samples. The two calibration calls can be far
 // cheaper than later ones: a call that allocates 10 MiB gets fresh,
 // already-zeroed pages right after a sample returned memory to the OS, and
-// must clear reused ones later. When the calls between samples now come
-// out at half the plan or fewer, the series starts again from this sample
+// must clear reused ones later. They can be far costlier too, when the
+// process was descheduled during one (other processes on the cores): a
+// plan of 2 calls between samples instead of 64 makes a run of a few
+// thousand calls where tens of thousands fit, and a small leak in noise
+// needs them. When the calls between samples now come out at half the plan
+// or fewer, or twice or more, the series starts again from this sample
 // with the new plan, so that the rhythm stays constant within it.
 func (m *meter) replan() bool {
 	k := m.n - 1 - m.plan.n
@@ -393,7 +407,7 @@ func (m *meter) replan() bool {
 	calls := m.calls - m.plan.calls
 	call := (m.fnTime - m.plan.fnTime) / time.Duration(calls)
 	bin := m.planBin(call)
-	if bin > m.bin/2 {
+	if bin > m.bin/2 && bin < m.bin*2 {
 		return false
 	}
 	m.restart()

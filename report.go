@@ -153,7 +153,31 @@ func (m *meter) judge(s int) judgement {
 	if s == sOffGo {
 		return m.judgeOffGo(r0, mid, limit)
 	}
-	return m.st.judge(m.xs, m.ys[s], r0, mid, limit)
+	j := m.st.judge(m.xs, m.ys[s], r0, mid, limit)
+	if j.verdict == leak && (s == sGoroutines || s == sFDs) {
+		m.checkStopped(&j, s, r0, limit)
+	}
+	return j
+}
+
+// checkStopped turns a leak of goroutines or descriptors into unsure when
+// the count did not grow at all over the last quarter of the judged
+// region: growth that stopped late, such as a worker per tenant started
+// on the tenant's first call. Counts are exact, so a flat tail is
+// certain, and a leak of one per call, or per ten, grows in any tail of
+// eight samples or more. (The heap has its confirmation window instead,
+// and growth in steps, a slice or map doubling, can leave a long flat
+// stair at the end.)
+func (m *meter) checkStopped(j *judgement, s, r0 int, limit float64) {
+	t0 := m.n - (m.n-r0)/4
+	if m.n-t0 < 8 {
+		return
+	}
+	xs, ys := m.xs[t0:m.n], m.ys[s][t0:m.n]
+	if tail := m.st.fitTrend(xs, ys, ciZ); tail.hi <= limit && ys[len(ys)-1] <= ys[0] {
+		j.verdict = unsure
+		j.stoppedAt = int(xs[0])
+	}
 }
 
 // ambiguousFree is the free heap memory at a sample above which RSS
@@ -310,6 +334,12 @@ func (m *meter) report() *Report {
 					res, formatValue(res, j.region.slope), int(dx), formatValue(res, j.region.slope*dx), formatValue(res, rssFloor)))
 			}
 		case unsure:
+			if j.stoppedAt > 0 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"%s grew %s per call, then not at all over the last %d calls: growth that stopped (a worker per tenant, a pool that filled late?); not failed (a larger Budget or Iterations would tell)",
+					res, formatValue(res, j.region.slope), int(m.xs[m.n-1])-j.stoppedAt))
+				break
+			}
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
 				"%s grew %s per call over the last %d calls but not clearly before: a one-time step, a leak that started late, or a small leak that noise hides early on (a sawtooth, garbage in flight); not failed (a larger Budget or Iterations would tell)",
 				res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
