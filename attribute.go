@@ -44,9 +44,10 @@ type attribution struct {
 	user, runtime float64
 	// heap is the growth per call of the live heap over the window: the
 	// larger of its change from end to end (which a step keeps) and its
-	// Theil–Sen slope over the window's collections (which a one-time
-	// free elsewhere in the process does not move); late is the same over
-	// the window's second half, and trend the slope alone.
+	// Theil–Sen slope over the window's collections (which a free
+	// elsewhere in the process, near either end, does not move); late is
+	// the same over the window's second half (the whole window's, when
+	// that half has fewer than three readings), and trend the slope alone.
 	heap, late, trend float64
 	// measured is the calls made before the window.
 	measured int
@@ -94,9 +95,10 @@ func (m *meter) attribute(slope, limit float64) {
 	defer func() { runtime.MemProfileRate = prev }()
 
 	a := &attribution{measured: m.calls}
-	// The live heap after the window's collections (at most capacity+1
-	// of them, evenly spaced). Allocated, like the base profile, before
-	// the first reading, so that neither reads as growth.
+	// The live heap after the window's collections: every one up to
+	// capacity of them, evenly spaced beyond, and the readings at start,
+	// between passes and at the end. Allocated, like the base profile,
+	// before the first reading, so that neither reads as growth.
 	groups := full/bin + 1
 	every := (groups + capacity - 1) / capacity
 	xs := make([]float64, 0, groups/every+4)
@@ -122,10 +124,12 @@ func (m *meter) attribute(slope, limit float64) {
 		// The window keeps something of the measuring rhythm, so that
 		// what grows per collection grows here too, at a fraction of the
 		// sampling's cost.
-		for ; done < w; done, group = done+bin, group+1 {
-			if !m.callTo(m.calls + min(bin, w-done)) {
+		for ; done < w; group++ {
+			step := min(bin, w-done)
+			if !m.callTo(m.calls + step) {
 				return
 			}
+			done += step
 			runtime.GC()
 			if group%every == 0 {
 				read()
@@ -139,23 +143,23 @@ func (m *meter) attribute(slope, limit float64) {
 		a.sites, user, rt = diffSites(base, end, w)
 		a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
 		a.trend = m.st.fitTrend(xs, ys, ciZ).slope
-		a.heap = growth(xs, ys, a.trend)
+		a.heap = windowGrowth(xs, ys, a.trend)
 		a.late = a.heap
 		if h := len(xs) / 2; len(xs)-h >= 3 {
-			a.late = growth(xs[h:], ys[h:], m.st.fitTrend(xs[h:], ys[h:], ciZ).slope)
+			a.late = windowGrowth(xs[h:], ys[h:], m.st.fitTrend(xs[h:], ys[h:], ciZ).slope)
 		}
 		// Only a window as long as the measurement can overturn the
 		// verdict (notConfirmed): worth running when it can, when this one
-		// did not find the same growth again (in its profile, and in the
-		// heap from end to end and in trend), and when it fits before the
-		// Timeout (at the rate of this window's calls, every allocation
-		// profiled, with room to spare).
-		again := min(a.user, a.heap-a.runtime, a.trend-a.runtime) >= slope/2
+		// did not find at least half the growth again (in its profile and
+		// in the heap's trend, a linear leak shows in both), and when it
+		// fits before the Timeout (at the rate of this window's calls,
+		// every allocation profiled, with room to spare).
+		again := min(a.user, a.trend-a.runtime) >= slope/2
 		if w >= full || full < a.measured || again || a.runtime >= slope/2 {
 			break
 		}
 		more := time.Since(t0) / time.Duration(w) * time.Duration(full-w) * 3 / 2
-		if time.Since(m.start)+more > m.cfg.timeout*9/10 {
+		if time.Until(m.deadline) < more+m.cfg.timeout/10 {
 			a.cut = true
 			break
 		}
@@ -170,9 +174,9 @@ func (m *meter) attribute(slope, limit float64) {
 	m.attr = a
 }
 
-// growth is the larger of the change per call from the first reading to
-// the last and the slope given.
-func growth(xs, ys []float64, slope float64) float64 {
+// windowGrowth is the larger of the change per call from the first
+// reading to the last and the slope given.
+func windowGrowth(xs, ys []float64, slope float64) float64 {
 	n := len(xs) - 1
 	if n < 1 {
 		return slope

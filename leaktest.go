@@ -98,6 +98,7 @@ func measureWith(fn func(), cfg *config) (*Report, error) {
 	// The turn is handed back by the measuring goroutine when it ends, not
 	// by this one: after a timeout fn may still run, and the next
 	// measurement must not overlap it.
+	deadline := time.Now().Add(cfg.timeout)
 	timer := time.NewTimer(cfg.timeout)
 	defer timer.Stop()
 	select {
@@ -105,7 +106,7 @@ func measureWith(fn func(), cfg *config) (*Report, error) {
 	case <-timer.C:
 		return nil, fmt.Errorf("leaktest: waited %v for another measurement to end: Run called from a goroutine that the measured fn started, or an earlier fn still blocked past its Timeout", cfg.timeout)
 	}
-	return measure(fn, cfg, timer)
+	return measure(fn, cfg, timer, deadline)
 }
 
 var (
@@ -123,8 +124,9 @@ func isShort() bool {
 
 // measure runs the measuring goroutine, which holds the turn (measuring)
 // and gives it back when it ends.
-func measure(fn func(), cfg *config, timer *time.Timer) (*Report, error) {
+func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Report, error) {
 	m := newMeter(cfg, fn)
+	m.deadline = deadline
 	before := goleak.IgnoreCurrent()
 	fdsBefore := openFDs()
 	gBefore := runtime.NumGoroutine()

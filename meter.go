@@ -86,11 +86,13 @@ type meter struct {
 	knownX, knownY []float64
 
 	start      time.Time     // when the measurement began, setup included
+	deadline   time.Time     // when the Timeout ends it, counted from Measure's call
 	sampleCost time.Duration // of the last sample
 	samplesAll time.Duration // of every sample taken, restarts included
 	sampled    int
 	fnTime     time.Duration // spent in fn
 	plan       planMark
+	grown      bool // the plan was raised once (replan)
 	guardBase  []float64
 	guarded    int // series that tripped the memory guard, or -1
 	hasGuard   bool
@@ -213,7 +215,7 @@ func (m *meter) attributeHeap() {
 	if j.verdict != leak && m.guarded != sHeap {
 		return
 	}
-	slope := math.Max(j.region.slope, math.Max(j.earlyRate, j.lateRate))
+	slope := heapSlope(j)
 	// Calling fn thousands more times would grow a goroutine or
 	// descriptor leak further, and the heap they hold is theirs: report
 	// folds it into their finding.
@@ -304,8 +306,8 @@ func (m *meter) adaptive() {
 	}
 	// A verdict needs minSamples samples, however slow the calls: say so
 	// now, not with a timeout and a goroutine dump a minute later.
-	need := time.Duration(minSamples+1-m.n) * (time.Duration(m.bin)*fastest + m.sampleAvg())
-	if time.Since(m.start)+need > m.cfg.timeout {
+	need := time.Duration(minSamples-m.n) * (time.Duration(m.bin)*fastest + m.sampleAvg())
+	if time.Now().Add(need).After(m.deadline) {
 		m.err = fmt.Errorf("leaktest: fn took %v per call: the %d samples a verdict needs would take about %v more, past the Timeout (%v); set a larger Timeout",
 			fastest.Round(time.Millisecond), minSamples, need.Round(time.Second), m.cfg.timeout)
 		return
@@ -398,18 +400,23 @@ func (m *meter) markPlan() {
 // thousand calls where tens of thousands fit, and a small leak in noise
 // needs them. When the calls between samples now come out at half the plan
 // or fewer, or twice or more, the series starts again from this sample
-// with the new plan, so that the rhythm stays constant within it.
+// with the new plan, so that the rhythm stays constant within it. Only
+// once upwards: plans that went up and down in turn, on a machine that
+// deschedules the process now and then, would restart the series for
+// ever, and it would never reach the samples a verdict needs.
 func (m *meter) replan() bool {
 	k := m.n - 1 - m.plan.n
-	if k < 2 || k > 16 || k&(k-1) != 0 || m.bin <= 1 {
+	if k < 2 || k > 16 || k&(k-1) != 0 {
 		return false
 	}
 	calls := m.calls - m.plan.calls
 	call := (m.fnTime - m.plan.fnTime) / time.Duration(calls)
 	bin := m.planBin(call)
-	if bin > m.bin/2 && bin < m.bin*2 {
+	up := bin >= m.bin*2 && !m.grown
+	if !up && bin > m.bin/2 {
 		return false
 	}
+	m.grown = m.grown || up
 	m.restart()
 	m.bin = bin
 	m.markPlan()

@@ -155,29 +155,35 @@ func (m *meter) judge(s int) judgement {
 	}
 	j := m.st.judge(m.xs, m.ys[s], r0, mid, limit)
 	if j.verdict == leak && (s == sGoroutines || s == sFDs) {
-		m.checkStopped(&j, s, r0, limit)
+		m.checkStopped(&j, s, r0)
 	}
 	return j
 }
 
 // checkStopped turns a leak of goroutines or descriptors into unsure when
-// the count did not grow at all over the last quarter of the judged
-// region: growth that stopped late, such as a worker per tenant started
-// on the tenant's first call. Counts are exact, so a flat tail is
-// certain, and a leak of one per call, or per ten, grows in any tail of
-// eight samples or more. (The heap has its confirmation window instead,
-// and growth in steps, a slice or map doubling, can leave a long flat
-// stair at the end.)
-func (m *meter) checkStopped(j *judgement, s, r0 int, limit float64) {
+// the count stayed exactly the same over the last quarter of the judged
+// region, where the leak's own rate would have added five or more: growth
+// that stopped late, such as a worker per tenant started on the tenant's
+// first call. A leak at that rate, however irregular (an error path taken
+// now and then), leaves such a tail unchanged less than 1% of the time.
+// (The heap has its confirmation window instead: growth in steps, a slice
+// or map doubling, can leave a long flat stair at the end.)
+func (m *meter) checkStopped(j *judgement, s, r0 int) {
 	t0 := m.n - (m.n-r0)/4
 	if m.n-t0 < 8 {
 		return
 	}
 	xs, ys := m.xs[t0:m.n], m.ys[s][t0:m.n]
-	if tail := m.st.fitTrend(xs, ys, ciZ); tail.hi <= limit && ys[len(ys)-1] <= ys[0] {
-		j.verdict = unsure
-		j.stoppedAt = int(xs[0])
+	if j.region.slope*(xs[len(xs)-1]-xs[0]) < 5 {
+		return
 	}
+	for _, y := range ys {
+		if y != ys[0] {
+			return
+		}
+	}
+	j.verdict = unsure
+	j.stoppedAt = int(xs[0])
 }
 
 // ambiguousFree is the free heap memory at a sample above which RSS
@@ -287,7 +293,7 @@ func (m *meter) report() *Report {
 			}
 		}
 		if s == sHeap && j.verdict == leak && m.attr != nil {
-			if why := m.notConfirmed(limit, j.region.slope); why != "" {
+			if why := m.notConfirmed(limit, heapSlope(j)); why != "" {
 				rep.Notes = append(rep.Notes, why)
 				j.verdict = clean
 			} else if m.attr.cut {
@@ -325,7 +331,7 @@ func (m *meter) report() *Report {
 		case clean:
 			if s == sHeap && limit > 2*plain {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"heap judged against %s per call, not %s: the runtime may keep %s per P at each collection, and fn caused %.2g per call (slow calls sampled often, or much garbage); a smaller leak is not judged",
+					"heap judged against %s per call, not %s: the runtime may keep %s per P at each collection, and there were %.2g collections per call (the sampler's, after every call or few of a slow fn, and those much garbage causes); a smaller leak is not judged",
 					formatValue(res, limit), formatValue(res, plain), formatValue(res, runtimeAllowance), limit/(runtimeAllowance*float64(runtime.GOMAXPROCS(0)))))
 			}
 			if dx := m.xs[m.n-1] - m.xs[r0]; s == sOffGo && j.region.z >= zRegion && j.region.slope > plain && j.region.slope*dx < rssFloor {
@@ -375,16 +381,25 @@ func (m *meter) report() *Report {
 	return rep
 }
 
-// notConfirmed checks a heap leak against the attribution window, a
-// second and exact measurement of the same rhythm of calls: it says why
-// the leak is not one, or "". Either fn's code kept no more than the limit
-// per call and the runtime's own structures (goroutine descriptors and
-// sudogs, cached per P until they saturate) account for at least half the
-// growth; or, in a window as long as the measurement (so that a slice or
-// map that doubles must have stepped in it too), fn's code kept less than
-// a quarter of the growth and the heap grew no more than the limit over
-// the window's second half: its growth had stopped, and what the runtime's
-// caches still add is not fn's.
+// heapSlope is the heap growth per call that the attribution window
+// checks: the region's slope, or for growth in steps (where most pairs of
+// samples lie on one stair and the median slope is about 0) the windows'
+// growth.
+func heapSlope(j judgement) float64 {
+	return math.Max(j.region.slope, math.Max(j.earlyRate, j.lateRate))
+}
+
+// notConfirmed checks a heap leak against the attribution window, a second
+// measurement in the same rhythm of calls: it says why the leak is not
+// one, or "". Either the profile finds no more than the limit per call
+// kept by fn's code, and the runtime's own structures (goroutine
+// descriptors and sudogs, cached per P until they saturate) account for at
+// least half the growth; or, in a window as long as the measurement (so
+// that a slice or map that doubles must have stepped in it too), fn's code
+// kept less than a quarter of the growth and the live heap grew no more
+// than the limit over the window's second half: its growth had stopped.
+// The first case trusts the profile alone, which can only overstate what
+// fn's code kept; the second needs the heap to agree.
 func (m *meter) notConfirmed(limit, slope float64) string {
 	a := m.attr
 	if a.calls == 0 {
@@ -392,10 +407,10 @@ func (m *meter) notConfirmed(limit, slope float64) string {
 	}
 	kept := a.kept()
 	switch {
-	case kept <= limit && a.runtime >= slope/2:
+	case a.user <= limit && a.runtime >= slope/2:
 		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call kept by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
-			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime))
-	case a.calls >= a.measured && kept < slope/4 && a.late-a.runtime <= limit:
+			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
+	case a.calls >= a.measured && kept < slope/4 && a.late <= limit:
 		return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their second half: the growth stopped (a cache that filled late?), not a leak",
 			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)))
 	}
