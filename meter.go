@@ -304,12 +304,15 @@ func (m *meter) adaptive() {
 		m.sample()
 		m.bin = m.planBin(call)
 	}
-	// A verdict needs minSamples samples, however slow the calls: say so
-	// now, not with a timeout and a goroutine dump a minute later.
-	need := time.Duration(minSamples-m.n) * (time.Duration(m.bin)*fastest + m.sampleAvg())
+	// A verdict needs minSamples samples, however slow the calls: when
+	// fn's calls alone would not fit before the Timeout, say so now, not
+	// with a timeout and a goroutine dump a minute later. (The samples'
+	// own cost is left out: under load it varies, and a wrong error is
+	// worse than a late one.)
+	need := time.Duration(minSamples-m.n) * time.Duration(m.bin) * fastest
 	if time.Now().Add(need).After(m.deadline) {
-		m.err = fmt.Errorf("leaktest: fn took %v per call: the %d samples a verdict needs would take about %v more, past the Timeout (%v); set a larger Timeout",
-			fastest.Round(time.Millisecond), minSamples, need.Round(time.Second), m.cfg.timeout)
+		m.err = fmt.Errorf("leaktest: fn took %v per call: the %d samples a verdict needs would take %v more, past the Timeout (%v); set a larger Timeout",
+			fastest.Round(time.Millisecond), minSamples, need.Round(100*time.Millisecond), m.cfg.timeout)
 		return
 	}
 	m.markPlan()
