@@ -47,6 +47,8 @@ type judgement struct {
 	earlyRate, lateRate float64
 	// level is the region's change of level per call (levelRate).
 	level float64
+	// limit is the limit per call the windows were judged against.
+	limit float64
 	// stoppedAt is the first call of a flat tail that made a count's leak
 	// unsure (checkStopped); 0 otherwise.
 	stoppedAt int
@@ -55,7 +57,7 @@ type judgement struct {
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region
 // into the early and the late window (both hold sample mid).
 func (s *stats) judge(xs, ys []float64, r0, mid int, limit float64) judgement {
-	var j judgement
+	j := judgement{limit: limit}
 	j.region = s.fitTrend(xs[r0:], ys[r0:], ciZ)
 	j.early = s.fitTrend(xs[r0:mid+1], ys[r0:mid+1], ciZ)
 	j.late = s.fitTrend(xs[mid:], ys[mid:], ciZ)

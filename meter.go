@@ -469,7 +469,7 @@ func (m *meter) overall() verdict {
 		case unsure:
 			v = unsure
 		case clean:
-			if limit := m.judgedLimit(s); limit > 0 && j.region.hi > limit {
+			if j.limit > 0 && j.region.hi > j.limit {
 				v = unsure
 			}
 		}

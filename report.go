@@ -276,14 +276,13 @@ func (m *meter) report() *Report {
 		rep.Iterations = int(m.xs[m.n-1]) - rep.Warmup
 	}
 	for _, s := range m.judgedSeries() {
-		limit, ok := m.limit(s)
+		plain, ok := m.limit(s)
 		if !ok {
 			continue
 		}
 		j := m.judge(s)
 		res := m.resource(s)
-		plain := limit
-		limit = m.judgedLimit(s)
+		limit := j.limit
 		if s == m.guarded && j.verdict != leak {
 			// The guard stopped the loop before the rule had enough
 			// samples: judge the growth since the first call.
