@@ -103,10 +103,15 @@ func (m *meter) attribute(slope, limit float64) {
 	every := (groups + capacity - 1) / capacity
 	xs := make([]float64, 0, groups/every+4)
 	ys := make([]float64, 0, cap(xs))
+	// The base profile's records too, so that the collections settling
+	// it count them and the first reading needs no collection of its
+	// own: with a large live heap each costs tens of ms.
+	recs := make([]runtime.MemProfileRecord, profileLen()+256)
 	settleProfile()
-	base := memRecords()
+	base, grew := memRecords(recs)
 	if m.cfg.reportDir != "" {
 		a.base = heapProfile()
+		grew = true
 	}
 	read := func() {
 		metrics.Read(m.met[mLive : mLive+1])
@@ -117,7 +122,9 @@ func (m *meter) attribute(slope, limit float64) {
 		}
 		xs, ys = append(xs, x), append(ys, y)
 	}
-	runtime.GC()
+	if grew {
+		runtime.GC()
+	}
 	read()
 	t0 := time.Now()
 	for done, group := 0, 1; ; {
@@ -130,6 +137,9 @@ func (m *meter) attribute(slope, limit float64) {
 				return
 			}
 			done += step
+			if done == w {
+				break // settleProfile collects after the last group
+			}
 			runtime.GC()
 			if group%every == 0 {
 				read()
@@ -137,7 +147,7 @@ func (m *meter) attribute(slope, limit float64) {
 		}
 		settleProfile()
 		read()
-		end := memRecords()
+		end, _ := memRecords(nil)
 		var user, rt int64
 		a.calls = w
 		a.sites, user, rt = diffSites(base, end, w)
@@ -205,16 +215,22 @@ func settleProfile() {
 	}
 }
 
-func memRecords() []runtime.MemProfileRecord {
-	n, _ := runtime.MemProfile(nil, true)
+// memRecords returns the in-use heap profile, in recs when it fits (grew
+// says when it did not and a larger slice was allocated).
+func memRecords(recs []runtime.MemProfileRecord) (_ []runtime.MemProfileRecord, grew bool) {
 	for {
-		recs := make([]runtime.MemProfileRecord, n+64)
 		k, ok := runtime.MemProfile(recs, true)
 		if ok {
-			return recs[:k]
+			return recs[:k], grew
 		}
-		n = k
+		recs, grew = make([]runtime.MemProfileRecord, k+64), true
 	}
+}
+
+// profileLen is the number of records in the heap profile.
+func profileLen() int {
+	n, _ := runtime.MemProfile(nil, true)
+	return n
 }
 
 func heapProfile() []byte {
