@@ -16,7 +16,13 @@ func (m *meter) writeArtifacts(rep *Report) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	base := filepath.Join(dir, safeName(m.cfg.name))
+	name := m.cfg.name
+	if name == "" {
+		// Measure has no test name: number the measurements of the
+		// process, so that one does not overwrite the last.
+		name = "leaktest-" + m.label
+	}
+	base := filepath.Join(dir, safeName(name))
 	var errs []error
 	write := func(path string, data []byte) {
 		if err := os.WriteFile(path, data, 0o644); err != nil {

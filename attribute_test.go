@@ -216,6 +216,12 @@ func TestReportDirFromEnvironment(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rep.Files, 2)
 	assert.True(t, strings.HasPrefix(rep.Files[0], dir))
+	// Measure has no test name: each measurement gets files of its own.
+	again, err := Measure(func() {}, Iterations(50))
+	require.NoError(t, err)
+	require.Len(t, again.Files, 2)
+	assert.NotEqual(t, rep.Files, again.Files)
+	assert.Regexp(t, `leaktest-\d+\.json$`, again.Files[1])
 }
 
 func TestSafeName(t *testing.T) {

@@ -25,6 +25,9 @@ import (
 //	  "TestRender": {"fds": 0, "goroutines": 0, "heap": 0, "rss": 0}
 //	}
 //
+// Baselines are Run's: Measure, which has no test name to key an entry
+// by, returns an error for this option and ignores LEAKTEST_BASELINE.
+//
 // LEAKTEST_BASELINE=path sets it for every test. With
 // LEAKTEST_BASELINE_UPDATE=1, Run records what it measures instead of
 // comparing. A test missing from the file is logged, not failed, unless
@@ -37,7 +40,7 @@ func Baseline(path string) Option {
 			c.fail("Baseline(\"\"): empty path")
 			return
 		}
-		c.baseline = path
+		c.baseline, c.baselineSet = path, true
 	})
 }
 

@@ -141,3 +141,12 @@ func TestBaselineRecordsNoNegativeZero(t *testing.T) {
 		assert.False(t, math.Signbit(roundGrowth(r, -0.001)), r)
 	}
 }
+
+// Measure has no test name to key a baseline entry by: the option is an
+// error there, not silently ignored.
+func TestBaselineIsForRun(t *testing.T) {
+	_, err := Measure(func() {}, Baseline(filepath.Join(t.TempDir(), "b.json")))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "leaktest: invalid option: Baseline(")
+	assert.Contains(t, err.Error(), "is for Run")
+}

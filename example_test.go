@@ -34,7 +34,8 @@ func Example() {
 }
 
 func ExampleRun() {
-	// A test that fails when drawChart leaves anything behind per call.
+	// A test that fails when render leaves anything behind per call.
+	// (Run marks itself a helper: failures point at the test.)
 	_ = func(t *testing.T) {
 		leaktest.Run(t, func() { render(1) })
 	}
@@ -64,8 +65,9 @@ func ExampleTrack() {
 }
 
 func ExampleLimit() {
-	// Tolerate up to 1 KiB per call on the heap (e.g. an append-only log
-	// that the test knows about), and no goroutine at all.
+	// Tolerate up to 2 KiB per call on the heap (render keeps about 1 KiB:
+	// say, an append-only log the test knows about), and no goroutine at
+	// all.
 	rep, _ := leaktest.Measure(func() { render(1) },
 		leaktest.Limit(leaktest.Heap, 2048), leaktest.Limit(leaktest.Goroutines, 0))
 	fmt.Println("leaked:", rep.Leaked())
@@ -81,4 +83,20 @@ func ExampleIterations() {
 	fmt.Println(calls, rep.Warmup, rep.Iterations)
 	// Output:
 	// 250 50 200
+}
+
+func ExampleBenchmark() {
+	// go test -bench Render -count 10 | benchstat: retained-B/op and
+	// goroutines/op beside ns/op, compared across commits.
+	_ = func(b *testing.B) {
+		leaktest.Benchmark(b, func() { render(1) })
+	}
+}
+
+func ExampleVerifyTestMain() {
+	// In the package's main_test.go: after every test passed, fail the
+	// run if goroutines were left behind.
+	_ = func(m *testing.M) {
+		leaktest.VerifyTestMain(m)
+	}
 }

@@ -1,6 +1,6 @@
 // Package leaktest finds memory, goroutine and file-descriptor leaks in a
-// unit test. Run calls a function in a loop, finds where its warm-up ends,
-// measures what each call leaves behind — live Go heap after a full
+// unit test. Run calls a function in a loop, sets its warm-up aside (the
+// first quarter of the samples, or the calls given to Warmup), measures what each call leaves behind — live Go heap after a full
 // collection, resident memory of the process (cgo and other off-heap
 // memory), goroutines and open descriptors — and fails the test when one of
 // them keeps growing faster than a limit per call:
@@ -77,9 +77,14 @@ func Run(t testing.TB, fn func(), opts ...Option) *Report {
 // option, fn panicked or called runtime.Goexit, or the Timeout passed. A
 // leak is not an error: it is a Finding in the Report.
 //
-// Measure waits for any other measurement in the process to end first.
+// Measure waits for any other measurement in the process to end first
+// (see Timeout).
 func Measure(fn func(), opts ...Option) (*Report, error) {
-	return measureWith(fn, newConfig(isShort(), opts))
+	cfg := newConfig(isShort(), opts)
+	if cfg.baselineSet {
+		cfg.fail("Baseline(%q) is for Run, which keys its entries by the test's name; Measure has none", cfg.baseline)
+	}
+	return measureWith(fn, cfg)
 }
 
 // measureWith is Measure with the options already applied, so that Run
@@ -95,18 +100,36 @@ func measureWith(fn func(), cfg *config) (*Report, error) {
 	if id := goroutineID(); id != 0 && id == loopGoroutine.Load() {
 		return nil, errors.New("leaktest: Measure or Run called inside the function being measured (nested Run); measure the inner function on its own")
 	}
-	// The turn is handed back by the measuring goroutine when it ends, not
-	// by this one: after a timeout fn may still run, and the next
-	// measurement must not overlap it.
+	if err := awaitTurn(cfg.timeout); err != nil {
+		return nil, err
+	}
+	// The Timeout counts from here: waiting for other tests' measurements
+	// (parallel tests queue here) is not this one's time.
 	deadline := time.Now().Add(cfg.timeout)
 	timer := time.NewTimer(cfg.timeout)
 	defer timer.Stop()
-	select {
-	case measuring <- struct{}{}:
-	case <-timer.C:
-		return nil, fmt.Errorf("leaktest: waited %v for another measurement to end: Run called from a goroutine that the measured fn started, or an earlier fn still blocked past its Timeout", cfg.timeout)
-	}
 	return measure(fn, cfg, timer, deadline)
+}
+
+// awaitTurn takes the turn. The turn is handed back by the measuring
+// goroutine when it ends, not by Measure's: after a timeout fn may still
+// run, and the next measurement must not overlap it. So waiting is an
+// error only when the turn's holder is such a measurement, blocked past
+// its own Timeout, and stays so for this one's Timeout: a queue of
+// measurements that each end in time is not.
+func awaitTurn(timeout time.Duration) error {
+	for {
+		t := time.NewTimer(timeout)
+		select {
+		case measuring <- struct{}{}:
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		if n := stuckSince.Load(); n != 0 && time.Since(time.Unix(0, n)) >= timeout {
+			return fmt.Errorf("leaktest: waited %v for another measurement to end, whose fn is still blocked past its Timeout: an fn that never returns, or one that waits for this Run (Run called from a goroutine that fn started)", timeout)
+		}
+	}
 }
 
 var (
@@ -116,6 +139,9 @@ var (
 	// loopGoroutine is the id of the goroutine calling fn, to refuse a
 	// nested Measure at once instead of waiting for the turn.
 	loopGoroutine atomic.Int64
+	// stuckSince is when the turn's holder timed out with fn still
+	// running (UnixNano), 0 when it did not.
+	stuckSince atomic.Int64
 )
 
 func isShort() bool {
@@ -147,6 +173,7 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 			turn.Lock()
 			finished = true
 			if abandoned {
+				stuckSince.Store(0)
 				<-measuring
 			}
 			turn.Unlock()
@@ -162,6 +189,8 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 		abandoned = true
 		if finished {
 			<-measuring
+		} else {
+			stuckSince.Store(time.Now().UnixNano())
 		}
 		turn.Unlock()
 		// A call blocked in the attribution window would keep every

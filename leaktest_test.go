@@ -211,6 +211,50 @@ func TestTimeoutDumpsGoroutines(t *testing.T) {
 	require.NoError(t, goleak.Find(goleak.IgnoreCurrent()))
 }
 
+// Parallel tests queue for the turn: waiting for a measurement that ends
+// in its own time is not this one's Timeout.
+func TestWaitingInTheQueueIsNotTheTimeout(t *testing.T) {
+	started := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		calls := 0
+		_, err := Measure(func() {
+			if calls++; calls == 1 {
+				close(started)
+			}
+			time.Sleep(30 * time.Millisecond)
+		}, Iterations(48)) // about 1.5 s
+		first <- err
+	}()
+	<-started
+	rep, err := Measure(func() {}, Budget(50*time.Millisecond), Timeout(time.Second))
+	require.NoError(t, err, "waited for a measurement that ended in time")
+	assert.False(t, rep.Leaked())
+	require.NoError(t, <-first)
+}
+
+// A measurement whose fn is blocked past its Timeout holds the turn until
+// fn returns: the next one says so after its own Timeout, and the turn is
+// free again once fn returns.
+func TestWaitingForABlockedMeasurementIsAnError(t *testing.T) {
+	release := make(chan struct{})
+	calls := 0
+	_, err := Measure(func() {
+		if calls++; calls == 10 {
+			<-release
+		}
+	}, Budget(100*time.Millisecond), Timeout(300*time.Millisecond))
+	require.Error(t, err)
+	_, err = Measure(func() {}, Budget(50*time.Millisecond), Timeout(300*time.Millisecond))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "leaktest: waited 300ms for another measurement to end, whose fn is still blocked past its Timeout")
+	close(release)
+	rep, err := Measure(func() {}, Budget(50*time.Millisecond))
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked())
+	require.NoError(t, goleak.Find(goleak.IgnoreCurrent()))
+}
+
 // A function too slow for the samples a verdict needs before the Timeout
 // is an error after the calibration calls, not a timeout a minute later.
 func TestTooSlowForTheTimeoutIsAnError(t *testing.T) {

@@ -362,8 +362,8 @@ func (m *meter) adaptive() {
 // planBin picks the calls between samples: up to maxBin (times GOMAXPROCS/4
 // on larger machines), fewer when calls
 // are slow enough that targetSample samples would not fit in half the
-// budget, and fewer when one call grows memory so fast that a sample's
-// worth of calls would pass an eighth of the guard.
+// budget, and fewer when one call grows memory or descriptors so fast that
+// a sample's worth of calls would pass an eighth of the guard.
 func (m *meter) planBin(call time.Duration) float64 {
 	// More calls between samples with more Ps, so that the runtime's
 	// allowance per collection (see runtimeAllowance) stays under 4 B per call
@@ -374,9 +374,9 @@ func (m *meter) planBin(call time.Duration) float64 {
 	}
 	if m.n >= 2 {
 		last := m.n - 1
-		for _, s := range [...]int{sHeap, sRSS} {
+		for _, s := range [...]int{sHeap, sRSS, sFDs} {
 			if g := m.ys[s][last] - m.ys[s][last-1]; g > 0 {
-				k = math.Min(k, guardBytes/8/g)
+				k = math.Min(k, guardLimit(s)/8/g)
 			}
 		}
 	}
@@ -439,7 +439,6 @@ func (m *meter) restart() {
 	}
 	m.n = 1
 	m.base = m.calls
-	m.hasGuard = false
 	m.confirming = false
 }
 
@@ -556,7 +555,7 @@ func (m *meter) sample() {
 		m.ys[s] = append(m.ys[s], v)
 	}
 	m.n++
-	if m.n == 2 {
+	if m.n == 2 && !m.hasGuard { // after the first call; a restart keeps it
 		for s := range m.guardBase {
 			m.guardBase[s] = m.ys[s][1]
 		}
@@ -590,6 +589,15 @@ func (m *meter) guard() bool {
 		}
 	}
 	return false
+}
+
+// guardLimit is the growth of a judged series past which guard stops the
+// loop.
+func guardLimit(s int) float64 {
+	if s == sFDs {
+		return guardFDs
+	}
+	return guardBytes
 }
 
 // warmThreads has GOMAXPROCS goroutines run at once, so that the runtime

@@ -38,7 +38,7 @@ const (
 
 type config struct {
 	iterations int // calls after warm-up; 0: adaptive
-	warmup     int // warm-up calls; -1: found from the data
+	warmup     int // warm-up calls; -1: the first quarter of the samples
 	budget     time.Duration
 	timeout    time.Duration
 	timeoutSet bool
@@ -48,8 +48,10 @@ type config struct {
 	reportDir  string // where artifacts go; "" for none
 	name       string // of the test, for artifact files
 	baseline   string // baseline file; "" for none
-	env        env
-	err        error
+	// baselineSet: by the Baseline option, not the environment.
+	baselineSet bool
+	env         env
+	err         error
 }
 
 // trackedGauge is a user's count, sampled with the built-in resources.
@@ -126,9 +128,16 @@ func (c *config) fail(format string, args ...any) {
 
 // Iterations fixes the number of measured calls to n (at least 32: fewer
 // could never show a trend) instead of adapting it to the time budget. A
-// heap leak's attribution window calls fn more times afterwards. Without Warmup, the warm-up is still found within
-// the n calls; with Warmup(w), Run makes w+n calls. The budget does not
-// apply; Timeout does.
+// heap leak's attribution window calls fn more times afterwards. Without
+// Warmup, the warm-up is the first quarter of the n calls; with Warmup(w),
+// Run makes w+n calls. The budget does not limit the n calls (it still
+// ends the attribution window); Timeout does.
+//
+// The n calls are sampled 48 times, a full collection each: the heap
+// limit a run applies is at least the runtime's allowance of 64 B ×
+// GOMAXPROCS per collection, 48/n of that per call, so a small n raises
+// it (Iterations(200) at GOMAXPROCS=8: about 123 B per call; a clean
+// report says so in a note).
 func Iterations(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < minIterations {
@@ -140,7 +149,8 @@ func Iterations(n int) Option {
 }
 
 // Warmup fixes the warm-up to the first n calls: they run but are not
-// judged. By default the warm-up is found from the measurements.
+// judged. By default the warm-up is the calls before the first quarter of
+// the samples ended.
 func Warmup(n int) Option {
 	return optionFunc(func(c *config) {
 		if n < 0 {
@@ -155,6 +165,13 @@ func Warmup(n int) Option {
 // resource's unit (bytes for Heap and RSS, a count for Goroutines and FDs).
 // To fail, growth must be a significant trend (see the README's decision
 // rule) whose estimated rate is above the limit.
+//
+// Two floors apply whatever the limit: the heap is judged against at least
+// 64 B × GOMAXPROCS per full collection (what the runtime may keep per P
+// while its caches fill; about 2 B per call at GOMAXPROCS=2 for a cheap
+// function, more for slow ones), and RSS outside the Go runtime must also
+// have grown by 256 KiB over the judged calls. So Limit(Heap, 0) catches
+// a one-byte leak only at GOMAXPROCS=1.
 func Limit(r Resource, perIteration float64) Option {
 	return optionFunc(func(c *config) {
 		if perIteration < 0 || math.IsNaN(perIteration) || math.IsInf(perIteration, 0) {
@@ -179,10 +196,13 @@ func Budget(d time.Duration) Option {
 	})
 }
 
-// Timeout sets the longest a measurement may take in total (default one
-// minute, or ten budgets if longer); it must be longer than the budget. A
-// function still running then makes Measure return an error holding a
-// goroutine dump.
+// Timeout sets the longest a measurement may take once it has its turn
+// (default one minute, or ten budgets if longer); it must be longer than
+// the budget. A function still running then makes Measure return an error
+// holding a goroutine dump. Time spent waiting for other measurements of
+// the process to end (parallel tests queue) does not count, unless the one
+// holding the turn has fn blocked past its own Timeout: then waiting is an
+// error after this Timeout.
 func Timeout(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d <= 0 {
@@ -232,7 +252,8 @@ func Track(name string, gauge func() float64, limit float64) Option {
 }
 
 // ReportDir makes each measurement write its artifacts to dir (created if
-// needed), named after the test: <name>.json (the report), <name>.svg (a
+// needed), named after the test (Run) or leaktest-<k>, the k-th
+// measurement of the process (Measure): <name>.json (the report), <name>.svg (a
 // chart of each series), and for a heap leak <name>.heap.base.pb.gz and
 // <name>.heap.pb.gz, heap profiles at the start and end of the attribution
 // window, for go tool pprof -diff_base. The environment variable

@@ -17,8 +17,9 @@ type Report struct {
 	// warm-up, files closed only by the garbage collector, growth seen too
 	// late to judge.
 	Notes []string
-	// Warmup is the number of calls before the judged region: found from
-	// the data, or as set with the Warmup option.
+	// Warmup is the number of calls before the judged region: those
+	// before the first quarter of the samples ended, or as set with the
+	// Warmup option.
 	Warmup int
 	// Iterations is the number of calls judged, after the warm-up.
 	Iterations int
@@ -35,8 +36,10 @@ type Finding struct {
 	// Resource is what leaked.
 	Resource Resource
 	// PerIteration is the estimated growth per call after warm-up: the
-	// Theil–Sen slope of the judged region, in bytes or a count. For RSS
-	// it is the growth outside the memory the Go runtime holds.
+	// Theil–Sen slope of the judged region, in bytes or a count, or for
+	// growth in steps whose median slope is within the limit, the change
+	// of level over the region per call (see the README's decision rule).
+	// For RSS it is the growth outside the memory the Go runtime holds.
 	PerIteration float64
 	// Uncertainty is the half-width of the interval around PerIteration
 	// (Sen's interval at z = 3, about 99.7%).
@@ -79,8 +82,10 @@ type Series struct {
 	// Values is the resource at each sample: bytes for Heap and RSS, a
 	// count for Goroutines and FDs.
 	Values []float64
-	// PerIteration and Uncertainty are the judged growth per call, as in
-	// Finding, whether or not it passed the limit.
+	// PerIteration and Uncertainty are the Theil–Sen slope of the judged
+	// region and its interval, whether or not it passed the limit. For RSS
+	// they are those of RSS outside the Go runtime's memory, which is what
+	// is judged, while Values is the whole RSS.
 	PerIteration, Uncertainty float64
 }
 
@@ -324,7 +329,7 @@ func (m *meter) report() *Report {
 			}
 			if s == m.guarded {
 				f.Detail = fmt.Sprintf("stopped early after %d calls: %s grew by %s, more than %s",
-					m.calls, res, formatValue(res, m.ys[s][m.n-1]-m.guardBase[s]), formatValue(res, guardBytes))
+					m.calls, res, formatValue(res, m.ys[s][m.n-1]-m.guardBase[s]), formatValue(res, guardLimit(s)))
 			}
 			rep.Findings = append(rep.Findings, f)
 		case clean:
@@ -517,7 +522,11 @@ func (m *meter) checkFDs(rep *Report, before map[int]string) {
 		fmt.Fprintf(&b, "%d × %s\n", e.n, strings.TrimSuffix(e.kind, ":"))
 	}
 	if b.Len() > 0 {
-		f.Detail = "descriptors left open:\n" + strings.TrimSuffix(b.String(), "\n")
+		open := "descriptors left open:\n" + strings.TrimSuffix(b.String(), "\n")
+		if f.Detail != "" { // the memory guard's
+			open = f.Detail + "\n" + open
+		}
+		f.Detail = open
 	}
 }
 
