@@ -356,6 +356,9 @@ func runCorpus(t *testing.T, corpus []workload) {
 			rep, err := Measure(fn, w.opts...)
 			require.NoError(t, err)
 			t.Logf("%v to verdict", time.Since(start).Round(time.Millisecond))
+			for _, n := range rep.Notes {
+				t.Logf("note: %s", n)
+			}
 			if w.leaks == "" {
 				require.False(t, rep.Leaked(), "false alarm:\n%s", rep)
 				return

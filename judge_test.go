@@ -5,9 +5,12 @@ import (
 	"math/rand"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // Monte Carlo checks of the decision rule on synthetic series sampled the
@@ -288,4 +291,35 @@ func TestRSSOutsideGoPower(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A run that ends without the power to rule out a leak above the limit
+// (its growth per call above the limit, but no clear trend: a small leak
+// on a large sawtooth, at the end of the budget) says so in a note, not a
+// bare "no leak".
+func TestGrowthWithoutAClearTrendIsNoted(t *testing.T) {
+	const n, bin = 64, 64
+	m := &meter{cfg: newConfig(false, nil), st: newStats(capacity + 1), ys: make([][]float64, numSeries),
+		judged: make([]judgement, numSeries), judgedList: judgedList(0), guarded: -1, start: time.Now()}
+	rng := rand.New(rand.NewSource(1))
+	for k := 0; k < n; k++ {
+		x := float64(k*bin + rng.Intn(bin))
+		m.xs = append(m.xs, x)
+		m.cycles = append(m.cycles, float64(k))
+		m.dropped = append(m.dropped, 0)
+		// 1 KiB per call in 0–24 MiB of garbage that each collection
+		// may or may not find in flight.
+		heap := 1<<20 + 1024*x + float64(rng.Intn(24<<20))
+		m.ys[sHeap] = append(m.ys[sHeap], heap)
+		for _, s := range []int{sRSS, sOffGo, sOffGoHigh, sGoroutines, sFDs} {
+			m.ys[s] = append(m.ys[s], math.NaN())
+		}
+	}
+	m.n = n
+	rep := m.report()
+	require.False(t, rep.Leaked(), "%s", rep)
+	notes := strings.Join(rep.Notes, "\n")
+	assert.Contains(t, notes, "heap grew ", "%s", rep)
+	assert.Contains(t, notes, "calls judged, more than the limit (", "%s", rep)
+	assert.Contains(t, notes, "but not as a clear trend", "%s", rep)
 }

@@ -288,6 +288,7 @@ func (m *meter) report() *Report {
 		j := m.judge(s)
 		res := m.resource(s)
 		limit := j.limit
+		overturned := false // a heap leak the attribution window overturned
 		if s == m.guarded && j.verdict != leak {
 			// The guard stopped the loop before the rule had enough
 			// samples: judge the growth since the first call.
@@ -300,6 +301,7 @@ func (m *meter) report() *Report {
 			if why := m.notConfirmed(limit, heapSlope(j)); why != "" {
 				rep.Notes = append(rep.Notes, why)
 				j.verdict = clean
+				overturned = true
 			} else if m.attr.cut {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"fn's code kept no more than the limit in a confirmation window of %d calls, but a window as long as the measurement (%d calls), which could tell growth that stopped from a leak in steps, would not fit before the Timeout: a larger Timeout lets it run",
@@ -307,6 +309,11 @@ func (m *meter) report() *Report {
 			}
 		}
 		m.judged[s] = j
+		if s == sHeap && j.verdict != leak && limit > 2*plain {
+			rep.Notes = append(rep.Notes, fmt.Sprintf(
+				"heap judged against %s per call, not %s: the runtime may keep %s per P at each collection, and there were %.2g collections per call (the sampler's, after every call or few of a slow fn, and those much garbage causes); a smaller leak is not judged",
+				formatValue(res, limit), formatValue(res, plain), formatValue(res, runtimeAllowance), limit/(runtimeAllowance*float64(runtime.GOMAXPROCS(0)))))
+		}
 		switch j.verdict {
 		case leak:
 			per := j.region.slope
@@ -333,15 +340,19 @@ func (m *meter) report() *Report {
 			}
 			rep.Findings = append(rep.Findings, f)
 		case clean:
-			if s == sHeap && limit > 2*plain {
-				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"heap judged against %s per call, not %s: the runtime may keep %s per P at each collection, and there were %.2g collections per call (the sampler's, after every call or few of a slow fn, and those much garbage causes); a smaller leak is not judged",
-					formatValue(res, limit), formatValue(res, plain), formatValue(res, runtimeAllowance), limit/(runtimeAllowance*float64(runtime.GOMAXPROCS(0)))))
-			}
-			if dx := m.xs[m.n-1] - m.xs[r0]; s == sOffGo && j.region.z >= zRegion && j.region.slope > plain && j.region.slope*dx < rssFloor {
+			dx := m.xs[m.n-1] - m.xs[r0]
+			switch {
+			case s == sOffGo && j.region.z >= zRegion && j.region.slope > plain && j.region.slope*dx < rssFloor:
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"%s outside the Go heap grew %s per call over %d calls, %s in all: under the %s that threads and pages account for, so not judged (a larger Budget gives more calls)",
 					res, formatValue(res, j.region.slope), int(dx), formatValue(res, j.region.slope*dx), formatValue(res, rssFloor)))
+			case limit > 0 && j.region.slope > limit && !overturned:
+				// The run ended (budget, Iterations) without the power to
+				// rule out a leak above the limit: say so, not a bare
+				// "no leak".
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"%s grew %s ± %s per call over the %d calls judged, more than the limit (%s), but not as a clear trend: noise hides it (a sawtooth, garbage in flight, calls descheduled) or the growth varies; not failed (a larger Budget or Iterations would tell)",
+					res, formatValue(res, j.region.slope), formatValue(res, (j.region.hi-j.region.lo)/2), int(dx), formatValue(res, limit)))
 			}
 		case unsure:
 			if j.stoppedAt > 0 {
