@@ -23,6 +23,8 @@ const (
 	attrMaxBytes = 64 << 20 // growth the window never passes
 	attrMinCalls = 16
 	attrMaxCalls = 16384 // unless only a longer window can overturn the verdict
+	// Full windows added at most when the growth is dying down (attribute).
+	attrExtensions = 2
 	maxSites     = 5
 	// The window ends this long after the budget at the latest, unless
 	// its minimum takes longer; the report needs the rest of a second.
@@ -66,8 +68,10 @@ type attribution struct {
 // budget, and before attrOverrun past it; it goes on to as many calls as
 // were measured, whatever the time, only when that could overturn the
 // verdict: the first part did not find the same growth again, and the
-// runtime's own structures do not explain it. A false alarm costs more
-// than a slow one.
+// runtime's own structures do not explain it. A full window whose second
+// half still grew a little, though fn's code kept little, goes on (up to
+// attrExtensions more times as many calls) to see whether that growth
+// ends. A false alarm costs more than a slow one.
 func (m *meter) attribute(slope, limit float64) {
 	bin := max(1, 4*int(m.bin)) // a collection every 4 bins
 	full := max(m.calls, attrMinCalls)
@@ -99,7 +103,7 @@ func (m *meter) attribute(slope, limit float64) {
 	// capacity of them, evenly spaced beyond, and the readings at start,
 	// between passes and at the end. Allocated, like the base profile,
 	// before the first reading, so that neither reads as growth.
-	groups := full/bin + 1
+	groups := (1+attrExtensions)*full/bin + 1
 	every := (groups + capacity - 1) / capacity
 	xs := make([]float64, 0, groups/every+4)
 	ys := make([]float64, 0, cap(xs))
@@ -127,7 +131,14 @@ func (m *meter) attribute(slope, limit float64) {
 	}
 	read()
 	t0 := time.Now()
-	for done, group := 0, 1; ; {
+	// fits says whether k more calls fit before the Timeout, at the rate
+	// of this window's calls (every allocation profiled), with room to
+	// spare.
+	fits := func(k, w int) bool {
+		more := time.Since(t0) / time.Duration(w) * time.Duration(k) * 3 / 2
+		return time.Until(m.deadline) >= more+m.cfg.timeout/10
+	}
+	for done, group, extended := 0, 1, 0; ; {
 		// The window keeps something of the measuring rhythm, so that
 		// what grows per collection grows here too, at a fraction of the
 		// sampling's cost.
@@ -165,18 +176,33 @@ func (m *meter) attribute(slope, limit float64) {
 		// fits before the Timeout (at the rate of this window's calls,
 		// every allocation profiled, with room to spare).
 		again := min(a.user, a.trend-a.runtime) >= slope/2
-		if w >= full || full < a.measured || again || a.runtime >= slope/2 {
-			break
-		}
-		more := time.Since(t0) / time.Duration(w) * time.Duration(full-w) * 3 / 2
-		if time.Until(m.deadline) < more+m.cfg.timeout/10 {
+		switch {
+		case w >= full:
+			// A full window whose growth fn's code did not keep, but
+			// whose second half still grew a little above the limit: a
+			// Go map's tables still growing for some thousand calls
+			// after its cache filled, or a small leak beside a cache that
+			// filled. Going on tells them apart: the map's growth ends, a
+			// leak's does not (notConfirmed judges the longer window).
+			dying := full >= a.measured && a.kept() < slope/4 && a.late > limit && a.late < slope/2
+			if dying && extended < attrExtensions && fits(full, w) {
+				extended++
+				w += full
+				a.sites = nil
+				continue
+			}
+		case full < a.measured || again || a.runtime >= slope/2:
+		case !fits(full-w, w):
 			a.cut = true
-			break
+		default:
+			w = full
+			// What this pass found stays live through the next one: keep
+			// nothing of it to read as growth (the next pass finds it
+			// again).
+			a.sites = nil
+			continue
 		}
-		w = full
-		// What this pass found stays live through the next one: keep
-		// nothing of it to read as growth (the next pass finds it again).
-		a.sites = nil
+		break
 	}
 	if m.cfg.reportDir != "" {
 		a.end = heapProfile()
