@@ -25,7 +25,7 @@ const (
 	attrMaxCalls = 16384 // unless only a longer window can overturn the verdict
 	// Full windows added at most when the growth is dying down (attribute).
 	attrExtensions = 2
-	maxSites     = 5
+	maxSites       = 5
 	// The window ends this long after the budget at the latest, unless
 	// its minimum takes longer; the report needs the rest of a second.
 	attrOverrun = 750 * time.Millisecond
