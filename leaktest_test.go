@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime"
@@ -565,6 +568,31 @@ func TestDroppedFileIsNoted(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, rep.Leaked(), "the collector closes them: no growth\n%s", rep)
 	assert.Contains(t, strings.Join(rep.Notes, "\n"), "closed only by the garbage collector", "%s", rep)
+}
+
+// A client that closes its connections: the server's side closes them a
+// moment later, on its own, and that is not the collector closing them.
+func TestDescriptorsClosedOnTheirOwnAreNotNoted(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("descriptors are counted on Linux only")
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	rep, err := Measure(func() {
+		tr := &http.Transport{}
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+		if err != nil {
+			panic(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+	})
+	require.NoError(t, err)
+	assert.False(t, rep.Leaked(), "%s", rep)
+	assert.NotContains(t, strings.Join(rep.Notes, "\n"), "closed only by the garbage collector", "%s", rep)
 }
 
 func TestLeakedGoroutinesAreGrouped(t *testing.T) {

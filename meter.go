@@ -194,6 +194,7 @@ func (m *meter) loop(done chan<- struct{}) {
 		close(done)
 	}()
 	warmThreads()
+	time.Sleep(time.Microsecond) // allocates this goroutine's sleep timer now (sample sleeps)
 	m.allocs0 = m.met[mAllocs].Value.Uint64()
 	if m.cfg.iterations > 0 {
 		m.fixed()
@@ -504,7 +505,15 @@ func (m *meter) sample() {
 	t := time.Now()
 	pre := 0
 	if m.fds != nil {
-		pre, _ = m.fds.count()
+		if pre, _ = m.fds.count(); pre > m.settled {
+			// Descriptors opened since the last sample: closes already
+			// under way (the server's side of a connection that fn
+			// closed) get a moment to end, so that only the collector's
+			// are counted as its. (The loop's sleep timer was allocated
+			// before the first sample.)
+			time.Sleep(2 * time.Millisecond)
+			pre, _ = m.fds.count()
+		}
 	}
 	if m.rss != nil {
 		debug.FreeOSMemory() // a full collection, then freed pages go back to the OS

@@ -489,7 +489,7 @@ func (m *meter) noteDropped(rep *Report) {
 		return
 	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf(
-		"about %.3g descriptors per call were closed only by the garbage collector: an *os.File or net.Conn dropped without Close, or an os.Process (whose pidfd this is) never waited for?",
+		"about %.3g descriptors per call were closed only by the garbage collector: an *os.File or net.Conn dropped without Close, an os.Process (whose pidfd this is) never waited for, or a pool that the collector empties (io.Copy between TCP connections keeps splice pipes so)?",
 		dropped/calls))
 }
 
