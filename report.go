@@ -329,7 +329,7 @@ func (m *meter) report() *Report {
 				Limit:        limit,
 			}
 			if s == sOffGo {
-				f.Detail = "memory outside the Go heap (cgo, mmap, the runtime)"
+				f.Detail = "memory outside the Go heap (cgo, mmap, the runtime), or Go memory allocated before the run and first written during it"
 			}
 			if s == sHeap && m.attr != nil {
 				f.Sites = m.attr.sites
