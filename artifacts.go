@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,8 +20,9 @@ func (m *meter) writeArtifacts(rep *Report) error {
 	name := m.cfg.name
 	if name == "" {
 		// Measure has no test name: number the measurements of the
-		// process, so that one does not overwrite the last.
-		name = "leaktest-" + m.label
+		// process, and name the process (go test ./... runs a process
+		// per package), so that one does not overwrite another.
+		name = fmt.Sprintf("leaktest-%d-%s", os.Getpid(), m.label)
 	}
 	base := filepath.Join(dir, safeName(name))
 	var errs []error

@@ -31,8 +31,9 @@ const (
 	attrOverrun = 750 * time.Millisecond
 )
 
-// attributions counts the windows run, for tests.
-var attributions atomic.Int64
+// attributions counts the windows run, and extensions the full windows
+// added (attribute), for tests.
+var attributions, extensions atomic.Int64
 
 // attribution is what the window found.
 type attribution struct {
@@ -53,8 +54,9 @@ type attribution struct {
 	heap, late, trend float64
 	// measured is the calls made before the window.
 	measured int
-	// cut: a window as long as the measurement would not fit before the
-	// Timeout, so the verdict stands unconfirmed.
+	// cut: a window as long as the measurement (or, when calls >=
+	// measured, a longer one) would not fit before the Timeout, so the
+	// verdict stands unconfirmed.
 	cut bool
 }
 
@@ -184,9 +186,17 @@ func (m *meter) attribute(slope, limit float64) {
 			// after its cache filled, or a small leak beside a cache that
 			// filled. Going on tells them apart: the map's growth ends, a
 			// leak's does not (notConfirmed judges the longer window).
-			dying := full >= a.measured && a.kept() < slope/4 && a.late > limit && a.late < slope/2
-			if dying && extended < attrExtensions && fits(full, w) {
+			// (Not when the runtime's structures already explain it:
+			// notConfirmed overturns that one as it stands.)
+			dying := full >= a.measured && a.kept() < slope/4 && a.late > limit && a.late < slope/2 &&
+				!(a.user <= limit && a.runtime >= slope/2)
+			switch {
+			case !dying || extended == attrExtensions:
+			case !fits(full, w):
+				a.cut = true
+			default:
 				extended++
+				extensions.Add(1)
 				w += full
 				a.sites = nil
 				continue

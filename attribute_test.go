@@ -221,7 +221,7 @@ func TestReportDirFromEnvironment(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, again.Files, 2)
 	assert.NotEqual(t, rep.Files, again.Files)
-	assert.Regexp(t, `leaktest-\d+\.json$`, again.Files[1])
+	assert.Regexp(t, `leaktest-\d+-\d+\.json$`, again.Files[1])
 }
 
 func TestSafeName(t *testing.T) {

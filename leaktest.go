@@ -118,13 +118,15 @@ func measureWith(fn func(), cfg *config) (*Report, error) {
 // its own Timeout, and stays so for this one's Timeout: a queue of
 // measurements that each end in time is not.
 func awaitTurn(timeout time.Duration) error {
+	// Polled, to see the holder get stuck; one ticker, so that waiting
+	// makes no garbage beside the measurement that runs meanwhile.
+	tick := time.NewTicker(min(timeout, 100*time.Millisecond))
+	defer tick.Stop()
 	for {
-		t := time.NewTimer(timeout)
 		select {
 		case measuring <- struct{}{}:
-			t.Stop()
 			return nil
-		case <-t.C:
+		case <-tick.C:
 		}
 		if n := stuckSince.Load(); n != 0 && time.Since(time.Unix(0, n)) >= timeout {
 			return fmt.Errorf("leaktest: waited %v for another measurement to end, whose fn is still blocked past its Timeout: an fn that never returns, or one that waits for this Run (Run called from a goroutine that fn started)", timeout)

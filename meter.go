@@ -502,19 +502,13 @@ func (m *meter) decimate() {
 // sample records every resource after a full collection. It allocates
 // nothing, except in waitFinalizers after the heap has been read.
 func (m *meter) sample() {
-	t := time.Now()
 	pre := 0
 	if m.fds != nil {
 		if pre, _ = m.fds.count(); pre > m.settled {
-			// Descriptors opened since the last sample: closes already
-			// under way (the server's side of a connection that fn
-			// closed) get a moment to end, so that only the collector's
-			// are counted as its. (The loop's sleep timer was allocated
-			// before the first sample.)
-			time.Sleep(2 * time.Millisecond)
-			pre, _ = m.fds.count()
+			pre = m.fdsSettled(pre)
 		}
 	}
+	t := time.Now() // the sample's cost is its collection's (sampleAvg)
 	if m.rss != nil {
 		debug.FreeOSMemory() // a full collection, then freed pages go back to the OS
 	} else {
@@ -573,6 +567,25 @@ func (m *meter) sample() {
 	m.sampleCost = time.Since(t)
 	m.samplesAll += m.sampleCost
 	m.sampled++
+}
+
+// fdsSettled gives closes already under way when descriptors were
+// opened since the last sample (the server's side of a connection that fn
+// closed closes a moment later, on its own) time to end: 2 ms, then as
+// long as the count keeps falling, up to 20 ms. What the collection closes
+// after that is the collector's. (The loop's sleep timer was allocated
+// before the first sample.)
+func (m *meter) fdsSettled(n int) int {
+	time.Sleep(2 * time.Millisecond)
+	for i := 0; i < 18; i++ {
+		now, _ := m.fds.count()
+		if now >= n || now <= m.settled {
+			return min(n, now)
+		}
+		n = now
+		time.Sleep(time.Millisecond)
+	}
+	return n
 }
 
 // guard stops the loop when the heap or RSS has grown by more than

@@ -131,7 +131,7 @@ func (c *config) fail(format string, args ...any) {
 // heap leak's attribution window calls fn more times afterwards. Without
 // Warmup, the warm-up is the first quarter of the n calls; with Warmup(w),
 // Run makes w+n calls. The budget does not limit the n calls (it still
-// ends the attribution window); Timeout does.
+// bounds the first part of the attribution window); Timeout does.
 //
 // The n calls are sampled 48 times, a full collection each: the heap
 // limit a run applies is at least the runtime's allowance of 64 B ×
@@ -170,8 +170,9 @@ func Warmup(n int) Option {
 // 64 B × GOMAXPROCS per full collection (what the runtime may keep per P
 // while its caches fill; about 2 B per call at GOMAXPROCS=2 for a cheap
 // function, more for slow ones), and RSS outside the Go runtime must also
-// have grown by 256 KiB over the judged calls. So Limit(Heap, 0) catches
-// a one-byte leak only at GOMAXPROCS=1.
+// have grown by 256 KiB over the judged calls. So Limit(Heap, 0) lowers
+// the heap's limit only to that floor: for a cheap function about 1 B per
+// call at GOMAXPROCS=1, 2 B at 2, up to 4 B with more.
 func Limit(r Resource, perIteration float64) Option {
 	return optionFunc(func(c *config) {
 		if perIteration < 0 || math.IsNaN(perIteration) || math.IsInf(perIteration, 0) {
@@ -252,8 +253,8 @@ func Track(name string, gauge func() float64, limit float64) Option {
 }
 
 // ReportDir makes each measurement write its artifacts to dir (created if
-// needed), named after the test (Run) or leaktest-<k>, the k-th
-// measurement of the process (Measure): <name>.json (the report), <name>.svg (a
+// needed), named after the test (Run) or leaktest-<pid>-<k>, the k-th
+// measurement of process pid (Measure): <name>.json (the report), <name>.svg (a
 // chart of each series), and for a heap leak <name>.heap.base.pb.gz and
 // <name>.heap.pb.gz, heap profiles at the start and end of the attribution
 // window, for go tool pprof -diff_base. The environment variable

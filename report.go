@@ -302,6 +302,10 @@ func (m *meter) report() *Report {
 				rep.Notes = append(rep.Notes, why)
 				j.verdict = clean
 				overturned = true
+			} else if m.attr.cut && m.attr.calls >= m.attr.measured {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"over a confirmation window of %d calls, fn's code kept %s per call, but the heap still grew %s per call in its second half: a longer window, which could see that growth end (a Go map's tables grow for a while after its cache filled), would not fit before the Timeout: a larger Timeout lets it run",
+					m.attr.calls, formatValue(Heap, m.attr.kept()), formatValue(Heap, m.attr.late)))
 			} else if m.attr.cut {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"fn's code kept no more than the limit in a confirmation window of %d calls, but a window as long as the measurement (%d calls), which could tell growth that stopped from a leak in steps, would not fit before the Timeout: a larger Timeout lets it run",
@@ -335,8 +339,12 @@ func (m *meter) report() *Report {
 				f.Sites = m.attr.sites
 			}
 			if s == m.guarded {
+				gs := s // the series the guard watched: whole RSS for RSS
+				if s == sOffGo {
+					gs = sRSS
+				}
 				f.Detail = fmt.Sprintf("stopped early after %d calls: %s grew by %s, more than %s",
-					m.calls, res, formatValue(res, m.ys[s][m.n-1]-m.guardBase[s]), formatValue(res, guardLimit(s)))
+					m.calls, res, formatValue(res, m.ys[gs][m.n-1]-m.guardBase[gs]), formatValue(res, guardLimit(s)))
 			}
 			rep.Findings = append(rep.Findings, f)
 		case clean:
@@ -534,7 +542,7 @@ func (m *meter) checkFDs(rep *Report, before map[int]string) {
 	}
 	if b.Len() > 0 {
 		open := "descriptors left open:\n" + strings.TrimSuffix(b.String(), "\n")
-		if f.Detail != "" { // the memory guard's
+		if f.Detail != "" { // the descriptor guard's
 			open = f.Detail + "\n" + open
 		}
 		f.Detail = open
