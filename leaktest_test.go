@@ -420,8 +420,8 @@ type pageCache struct {
 }
 
 type page struct {
-	key  int
-	body [64]byte
+	key int
+	_   [64]byte // the page's body
 }
 
 func (c *pageCache) put(k int) {
