@@ -1,9 +1,10 @@
 // Package leaktest finds memory, goroutine and file-descriptor leaks in a
 // unit test. Run calls a function in a loop, sets its warm-up aside (the
-// first quarter of the samples, or the calls given to Warmup), measures what each call leaves behind — live Go heap after a full
-// collection, resident memory of the process (cgo and other off-heap
-// memory), goroutines and open descriptors — and fails the test when one of
-// them keeps growing faster than a limit per call:
+// first quarter of the samples, or the calls given to Warmup), measures
+// what each call leaves behind — live Go heap after a full collection,
+// resident memory of the process (cgo and other off-heap memory),
+// goroutines and open descriptors — and fails the test when one of them
+// keeps growing faster than a limit per call:
 //
 //	func TestDrawChartDoesNotLeak(t *testing.T) {
 //		leaktest.Run(t, func() { drawChart(data) })
