@@ -189,7 +189,7 @@ func (m *meter) attribute(slope, limit float64) {
 			// (Not when the runtime's structures already explain it:
 			// notConfirmed overturns that one as it stands.)
 			dying := full >= a.measured && a.kept() < slope/4 && a.late > limit && a.late < slope/2 &&
-				!(a.user <= limit && a.runtime >= slope/2)
+				!a.runtimeExplains(limit, slope)
 			switch {
 			case !dying || extended == attrExtensions:
 			case !fits(full, w):
@@ -238,6 +238,13 @@ func windowGrowth(xs, ys []float64, slope float64) float64 {
 // at each call shows every new one as kept, while the heap stays flat.
 func (a *attribution) kept() float64 {
 	return max(0, min(a.user, a.heap-a.runtime))
+}
+
+// runtimeExplains: fn's code kept no more than the limit per call, and the
+// runtime's own structures account for at least half the growth (the
+// first case of notConfirmed).
+func (a *attribution) runtimeExplains(limit, slope float64) bool {
+	return a.user <= limit && a.runtime >= slope/2
 }
 
 // settleProfile makes the heap profile current. runtime.GC publishes the

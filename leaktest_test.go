@@ -413,7 +413,9 @@ func TestCacheFilledLateBesideALeakIsALeak(t *testing.T) {
 }
 
 // pageCache is an LRU of pages on a Go map, as an adversarial corpus
-// wrote it.
+// wrote it. (Not the corpus's lru: holding boxed slices, its map grows
+// for longer after it filled, past even the longer window now and then;
+// README Limits.)
 type pageCache struct {
 	max   int
 	order *list.List

@@ -430,7 +430,7 @@ func (m *meter) notConfirmed(limit, slope float64) string {
 	}
 	kept := a.kept()
 	switch {
-	case a.user <= limit && a.runtime >= slope/2:
+	case a.runtimeExplains(limit, slope):
 		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call kept by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
 			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
 	case a.calls >= a.measured && kept < slope/4 && a.late <= limit:
