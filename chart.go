@@ -79,9 +79,10 @@ func writePanel(b *bytes.Buffer, rep *Report, i, top int) {
 	}
 	note := ""
 	if s.Resource == RSS {
-		// RSS is judged outside the Go runtime's memory: a line with that
-		// slope through total RSS would contradict the samples.
-		note = ` <tspan font-size="11" fill="#777">(outside the Go runtime's memory; fit not drawn)</tspan>`
+		// RSS is judged outside mapped files and the Go runtime's
+		// memory: a line with that slope through total RSS would
+		// contradict the samples.
+		note = ` <tspan font-size="11" fill="#777">(judged outside mapped files and Go's memory; fit not drawn)</tspan>`
 	}
 	px, py, pw, ph := float64(chartLeft), float64(top+chartPlotY), float64(chartW-chartLeft-chartRight), float64(chartPlotH)
 	fmt.Fprintf(b, `<g><text x="%.0f" y="%d" font-size="13" fill="%s"><tspan font-weight="bold">%s</tspan> — %s%s</text>

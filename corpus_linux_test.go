@@ -1,32 +1,49 @@
 package leaktest
 
-import "syscall"
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
 
-// The mappings rss/mmap-4KiB keeps, in an array outside the heap.
+// The mappings mmapLeak keeps, in an array outside the heap.
 var (
 	maps   [1 << 15][]byte
 	mapped int
 )
 
+// mmapLeak maps 4 KiB of anonymous memory per call, writes it and keeps
+// the mapping, in an array outside the heap: only the mapping grows.
+func mmapLeak(flags int) func(testing.TB) (func(), func()) {
+	return simple(func() {
+		b, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|flags)
+		if err != nil {
+			panic(err)
+		}
+		b[0] = 1 // touched, so resident
+		if mapped < len(maps) {
+			maps[mapped] = b
+			mapped++
+		}
+	}, func() {
+		for _, b := range maps[:mapped] {
+			syscall.Munmap(b)
+		}
+		maps, mapped = [len(maps)][]byte{}, 0
+	})
+}
+
 // Workloads that need Linux system calls.
 func init() {
+	cleanCorpus = append(cleanCorpus, []workload{
+		{name: "rss/mmap-file-read-in-order", needs: rssJudged, setup: mappedFile(64 << 20)},
+	}...)
 	leakyCorpus = append(leakyCorpus, []workload{
-		{name: "rss/mmap-4KiB", leaks: RSS, needs: rssJudged, setup: simple(func() {
-			b, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
-			if err != nil {
-				panic(err)
-			}
-			b[0] = 1 // touched, so resident
-			if mapped < len(maps) {
-				maps[mapped] = b // outside the heap: only the mapping grows
-				mapped++
-			}
-		}, func() {
-			for _, b := range maps[:mapped] {
-				syscall.Munmap(b)
-			}
-			maps, mapped = [len(maps)][]byte{}, 0
-		})},
+		{name: "rss/mmap-4KiB", leaks: RSS, needs: rssJudged, setup: mmapLeak(syscall.MAP_PRIVATE)},
+		// Shared anonymous memory is shmem to the kernel, not anonymous
+		// memory: RSS outside Go counts it too.
+		{name: "rss/shared-mmap-4KiB", leaks: RSS, needs: rssJudged, setup: mmapLeak(syscall.MAP_SHARED)},
 		{name: "fds/raw-descriptor", leaks: FDs, needs: linuxOnly, setup: simple(func() {
 			fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 			if err != nil {
@@ -40,4 +57,46 @@ func init() {
 			sinkFDs = nil
 		})},
 	}...)
+}
+
+const tmpfsMagic = 0x01021994
+
+// mappedFile maps a file of size bytes and reads the next page of it at
+// each call, as a reader of a memory-mapped log or database does: the
+// file's pages become resident one after another, RSS grows by a page
+// per call until all of it is, and that is not a leak. The file is
+// written with non-zero data, so every page is a page of the page cache.
+func mappedFile(size int) func(testing.TB) (func(), func()) {
+	return func(tb testing.TB) (func(), func()) {
+		dir := tb.TempDir()
+		var fs syscall.Statfs_t
+		if err := syscall.Statfs(dir, &fs); err == nil && fs.Type == tmpfsMagic {
+			tb.Skip("the temporary directory is on tmpfs, whose files are memory (shmem), not page cache")
+		}
+		f, err := os.Create(filepath.Join(dir, "log"))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		chunk := make([]byte, 1<<20)
+		for i := range chunk {
+			chunk[i] = byte(i*7 + 1)
+		}
+		for n := 0; n < size; n += len(chunk) {
+			if _, err := f.Write(chunk); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		data, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ, syscall.MAP_SHARED)
+		f.Close()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		off := 0
+		return func() {
+				sinkCount += int(data[off])
+				off = (off + 4096) % size
+			}, func() {
+				syscall.Munmap(data)
+			}
+	}
 }

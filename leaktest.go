@@ -43,8 +43,10 @@ const (
 	// (runtime/metrics /gc/heap/live:bytes).
 	Heap Resource = "heap"
 	// RSS is the resident bytes of the process. It is judged on its part
-	// outside the memory the Go runtime holds, so that it catches cgo
-	// malloc, mmap and other memory the Go heap never sees; at samples
+	// outside the memory the Go runtime holds and outside mapped files
+	// (whose pages the kernel reads and drops as it likes), so that it
+	// catches cgo malloc, anonymous or shared mmap and other memory the Go
+	// heap never sees; at samples
 	// where free heap pages blur that part, on both its bounds (see the
 	// README). Linux only; reported as unavailable elsewhere.
 	RSS Resource = "rss"

@@ -31,9 +31,12 @@ const (
 	guardFDs     = 2048      // and before descriptors do
 )
 
-// The series sampled. offGo is RSS minus the memory the Go runtime holds:
-// the part of RSS that the Heap series cannot explain. It is known only
-// within bounds: free heap pages not yet returned to the OS may or may not
+// The series sampled. offGo is RSS, less its pages of mapped files, minus
+// the memory the Go runtime holds: the part of RSS that the Heap series
+// cannot explain. File pages are left out because the kernel reads and
+// drops them as it likes: an mmap'd file read in order grows them until it
+// is all resident, and so does code run for the first time. It is known
+// only within bounds: free heap pages not yet returned to the OS may or may not
 // be resident (pages of a large object that were never touched are not),
 // and after a forced scavenge some MiB of them can stay, a different
 // amount at each sample (with 10 MiB of garbage per call and other
@@ -520,8 +523,8 @@ func (m *meter) sample() {
 	rss, offGo, offGoHigh := math.NaN(), math.NaN(), math.NaN()
 	if m.rss != nil {
 		if r, ok := m.rss.read(); ok {
-			rss = float64(r)
-			offGo = rss - goMem
+			rss = float64(r.total)
+			offGo = float64(r.total-r.file) - goMem
 			offGoHigh = offGo + float64(m.met[mFree].Value.Uint64())
 		}
 	}

@@ -84,8 +84,8 @@ type Series struct {
 	Values []float64
 	// PerIteration and Uncertainty are the Theil–Sen slope of the judged
 	// region and its interval, whether or not it passed the limit. For RSS
-	// they are those of RSS outside the Go runtime's memory, which is what
-	// is judged, while Values is the whole RSS.
+	// they are those of RSS outside mapped files and the Go runtime's
+	// memory, which is what is judged, while Values is the whole RSS.
 	PerIteration, Uncertainty float64
 }
 
@@ -112,7 +112,8 @@ func (m *meter) resource(s int) Resource {
 }
 
 // judgedSeries lists the series the rule judges: RSS is judged on its
-// part outside the Go runtime's memory. Built once, in newMeter.
+// part outside mapped files and the Go runtime's memory. Built once, in
+// newMeter.
 func (m *meter) judgedSeries() []int { return m.judgedList }
 
 func judgedList(gauges int) []int {
@@ -333,7 +334,7 @@ func (m *meter) report() *Report {
 				Limit:        limit,
 			}
 			if s == sOffGo {
-				f.Detail = "memory outside the Go heap (cgo, mmap, the runtime), or Go memory allocated before the run and first written during it"
+				f.Detail = "memory outside the Go heap (cgo, anonymous or shared mmap, the runtime), or Go memory allocated before the run and first written during it"
 			}
 			if s == sHeap && m.attr != nil {
 				f.Sites = m.attr.sites
@@ -625,7 +626,7 @@ func describe(r Resource) string {
 	case Heap:
 		return "heap (bytes live on the Go heap after a full collection)"
 	case RSS:
-		return "rss (resident bytes of the process, outside the Go runtime's memory)"
+		return "rss (resident bytes of the process, outside mapped files and the Go runtime's memory)"
 	case Goroutines:
 		return "goroutines (alive after the call)"
 	case FDs:

@@ -9,7 +9,14 @@ package leaktest
 // windows and others), openRSS returns nil and RSS is reported as
 // unavailable, never as a failure.
 type rssSource struct {
-	fd       int
-	pageSize uint64
-	buf      [128]byte
+	fd  int
+	buf [4096]byte
+}
+
+// rssReading is one reading: the whole resident set, and its part that
+// is pages of files mapped into memory (the binary's code, mmap'd files),
+// which the kernel can drop and read again at any time. What remains
+// (anonymous and shared memory) is what a leak outside the Go heap grows.
+type rssReading struct {
+	total, file uint64
 }

@@ -7,6 +7,6 @@ package leaktest
 // reported as unavailable there.
 func openRSS() *rssSource { return nil }
 
-func (r *rssSource) read() (uint64, bool) { return 0, false }
+func (r *rssSource) read() (rssReading, bool) { return rssReading{}, false }
 
 func (r *rssSource) close() {}
