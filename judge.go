@@ -52,6 +52,10 @@ type judgement struct {
 	// stoppedAt is the first call of a flat tail that made a count's leak
 	// unsure (checkStopped); 0 otherwise.
 	stoppedAt int
+	// unwritten is the Go heap memory, at least, never written at the
+	// region's start that made a leak of RSS outside Go unsure
+	// (checkUnwritten); 0 otherwise.
+	unwritten float64
 }
 
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region

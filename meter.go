@@ -43,11 +43,18 @@ const (
 // processes on the cores). sOffGo counts them as resident (the lower
 // bound), sOffGoHigh as not (the upper bound); where the two differ by
 // little, RSS outside Go is known (judgeOffGo).
+//
+// sUnwritten is the Go heap's memory minus RSS outside mapped files: at
+// least that much of the heap has never been written, or was returned to
+// the OS and not written since (resident heap pages cannot be more than
+// that RSS). A buffer allocated before the run and written during it
+// grows RSS outside Go by up to this much without any leak (unwritten).
 const (
 	sHeap = iota
 	sRSS
 	sOffGo
 	sOffGoHigh
+	sUnwritten
 	sGoroutines
 	sFDs
 	numSeries
@@ -58,6 +65,9 @@ const (
 	mTotal
 	mReleased
 	mFree
+	mObjects
+	mUnused
+	mStacks
 	mAllocs
 	mCycles
 )
@@ -128,6 +138,9 @@ func newMeter(cfg *config, fn func()) *meter {
 			mTotal:    {Name: "/memory/classes/total:bytes"},
 			mReleased: {Name: "/memory/classes/heap/released:bytes"},
 			mFree:     {Name: "/memory/classes/heap/free:bytes"},
+			mObjects:  {Name: "/memory/classes/heap/objects:bytes"},
+			mUnused:   {Name: "/memory/classes/heap/unused:bytes"},
+			mStacks:   {Name: "/memory/classes/heap/stacks:bytes"},
 			mAllocs:   {Name: "/gc/heap/allocs:bytes"},
 			mCycles:   {Name: "/gc/cycles/total:gc-cycles"},
 		},
@@ -520,12 +533,15 @@ func (m *meter) sample() {
 	metrics.Read(m.met)
 	live := float64(m.met[mLive].Value.Uint64())
 	goMem := float64(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
-	rss, offGo, offGoHigh := math.NaN(), math.NaN(), math.NaN()
+	rss, offGo, offGoHigh, unwritten := math.NaN(), math.NaN(), math.NaN(), math.NaN()
 	if m.rss != nil {
 		if r, ok := m.rss.read(); ok {
 			rss = float64(r.total)
 			offGo = float64(r.total-r.file) - goMem
 			offGoHigh = offGo + float64(m.met[mFree].Value.Uint64())
+			heapMem := m.met[mObjects].Value.Uint64() + m.met[mUnused].Value.Uint64() +
+				m.met[mFree].Value.Uint64() + m.met[mStacks].Value.Uint64()
+			unwritten = float64(heapMem) - float64(r.total-r.file)
 		}
 	}
 	goroutines := float64(runtime.NumGoroutine())
@@ -550,6 +566,7 @@ func (m *meter) sample() {
 	m.ys[sRSS] = append(m.ys[sRSS], rss)
 	m.ys[sOffGo] = append(m.ys[sOffGo], offGo)
 	m.ys[sOffGoHigh] = append(m.ys[sOffGoHigh], offGoHigh)
+	m.ys[sUnwritten] = append(m.ys[sUnwritten], unwritten)
 	m.ys[sGoroutines] = append(m.ys[sGoroutines], goroutines)
 	m.ys[sFDs] = append(m.ys[sFDs], fds)
 	for i, g := range m.cfg.gauges {
@@ -607,6 +624,9 @@ func (m *meter) guard() bool {
 		y := m.ys[g.series]
 		if !(y[last]-m.guardBase[g.series] > g.max) {
 			continue
+		}
+		if g.series == sRSS && m.guardBase[sUnwritten] > rssFloor && m.ys[sOffGo][last] <= 0 {
+			continue // a buffer of the Go heap written for the first time (checkUnwritten)
 		}
 		if y[last] > y[last-1] && y[last-1] > y[last-2] && y[last-2] > y[last-3] {
 			m.guarded = g.judged
