@@ -1,9 +1,12 @@
 package leaktest
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -105,4 +108,37 @@ func TestLeakBesideABufferWrittenDuringTheRunIsALeak(t *testing.T) {
 	}
 	assert.Contains(t, found, RSS, "%s", rep)
 	runtime.KeepAlive(ring)
+}
+
+// statusKB reads the kernel's text inside the measuring loop: whatever the
+// bytes, it must not panic, and a value it finds is the digits after the
+// key and its blanks.
+func FuzzStatusKB(f *testing.F) {
+	f.Add([]byte("Name:\tx\nVmRSS:\t   17200 kB\nRssFile:\t8200 kB\n"), "VmRSS")
+	f.Add([]byte("\nVmRSS:"), "VmRSS")
+	f.Add([]byte("\nRssFile: \t 12x kB"), "RssFile")
+	f.Add([]byte(""), "")
+	f.Fuzz(func(t *testing.T, b []byte, name string) {
+		key := []byte("\n" + name + ":")
+		got, ok := statusKB(b, key)
+		i := bytes.Index(b, key)
+		if i < 0 {
+			if ok {
+				t.Fatalf("found %d without the key", got)
+			}
+			return
+		}
+		rest := strings.TrimLeft(string(b[i+len(key):]), " \t")
+		digits := rest[:len(rest)-len(strings.TrimLeft(rest, "0123456789"))]
+		if ok != (digits != "") {
+			t.Fatalf("ok = %v for digits %q", ok, digits)
+		}
+		if len(digits) > 15 { // past that, the product overflows: not a count the kernel writes
+			return
+		}
+		want, _ := strconv.ParseUint("0"+digits, 10, 64)
+		if got != want<<10 {
+			t.Fatalf("statusKB = %d, want %d KiB", got, want)
+		}
+	})
 }
