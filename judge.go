@@ -54,8 +54,10 @@ type judgement struct {
 	stoppedAt int
 	// unwritten is the Go heap memory, at least, never written at the
 	// region's start that made a leak of RSS outside Go unsure
-	// (checkUnwritten); 0 otherwise.
-	unwritten float64
+	// (checkUnwritten); 0 otherwise. grown is that leak's growth over the
+	// region, and explainable the most of it settleUnwritten lets the
+	// heap account for.
+	unwritten, grown, explainable float64
 }
 
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region

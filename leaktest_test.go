@@ -759,6 +759,8 @@ func TestSampleAllocatesNothing(t *testing.T) {
 		}
 		m.sample()
 		m.st.judge(m.xs, m.ys[sHeap], 0, m.n/2, 4)
+		m.overall() // every series, RSS's checks included
+		m.guard()
 	})
 	assert.Zero(t, allocs)
 }

@@ -44,17 +44,19 @@ const (
 // bound), sOffGoHigh as not (the upper bound); where the two differ by
 // little, RSS outside Go is known (judgeOffGo).
 //
-// sUnwritten is the Go heap's memory minus RSS outside mapped files: at
-// least that much of the heap has never been written, or was returned to
-// the OS and not written since (resident heap pages cannot be more than
-// that RSS). A buffer allocated before the run and written during it
-// grows RSS outside Go by up to this much without any leak (unwritten).
+// sAnon is RSS outside mapped files, and sHeapMem the Go heap's memory
+// less what the process has swapped out. Their difference is a lower bound
+// on heap memory never written (or returned to the OS and not written
+// since): the resident heap cannot be more than sAnon. A buffer allocated
+// before the run and written during it grows RSS outside Go exactly as a
+// leak there does (checkUnwritten).
 const (
 	sHeap = iota
 	sRSS
 	sOffGo
 	sOffGoHigh
-	sUnwritten
+	sAnon
+	sHeapMem
 	sGoroutines
 	sFDs
 	numSeries
@@ -106,6 +108,7 @@ type meter struct {
 	fnTime     time.Duration // spent in fn
 	plan       planMark
 	grown      bool // the plan was raised once (replan)
+	extended   bool // the run went past its budget (extendForUnwritten)
 	guardBase  []float64
 	guarded    int // series that tripped the memory guard, or -1
 	hasGuard   bool
@@ -368,12 +371,29 @@ func (m *meter) adaptive() {
 					m.confirming = false
 				}
 			}
-			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget {
+			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget && !m.extendForUnwritten() {
 				return
 			}
 		}
 		m.decimate()
 	}
+}
+
+// extendForUnwritten keeps a run going past its budget while RSS outside
+// Go may be a leak or Go heap written for the first time
+// (checkUnwritten), as long as the calls made so far can be made once
+// more before the Timeout: the next judgement, at twice the calls, then
+// tells growth that stopped (the buffer was all written) or passed the
+// heap's memory from the rest.
+func (m *meter) extendForUnwritten() bool {
+	if _, ok := m.limit(sOffGo); !ok || m.judge(sOffGo).unwritten == 0 {
+		return false
+	}
+	if !time.Now().Add(2 * time.Since(m.start)).Before(m.deadline) {
+		return false
+	}
+	m.extended = true
+	return true
 }
 
 // planBin picks the calls between samples: up to maxBin (times GOMAXPROCS/4
@@ -533,15 +553,15 @@ func (m *meter) sample() {
 	metrics.Read(m.met)
 	live := float64(m.met[mLive].Value.Uint64())
 	goMem := float64(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
-	rss, offGo, offGoHigh, unwritten := math.NaN(), math.NaN(), math.NaN(), math.NaN()
+	rss, anon, heapMem, offGo, offGoHigh := math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
 	if m.rss != nil {
 		if r, ok := m.rss.read(); ok {
 			rss = float64(r.total)
-			offGo = float64(r.total-r.file) - goMem
+			anon = float64(r.total - r.file)
+			offGo = anon - goMem
 			offGoHigh = offGo + float64(m.met[mFree].Value.Uint64())
-			heapMem := m.met[mObjects].Value.Uint64() + m.met[mUnused].Value.Uint64() +
-				m.met[mFree].Value.Uint64() + m.met[mStacks].Value.Uint64()
-			unwritten = float64(heapMem) - float64(r.total-r.file)
+			heapMem = float64(m.met[mObjects].Value.Uint64()+m.met[mUnused].Value.Uint64()+
+				m.met[mFree].Value.Uint64()+m.met[mStacks].Value.Uint64()) - float64(r.swap)
 		}
 	}
 	goroutines := float64(runtime.NumGoroutine())
@@ -566,7 +586,8 @@ func (m *meter) sample() {
 	m.ys[sRSS] = append(m.ys[sRSS], rss)
 	m.ys[sOffGo] = append(m.ys[sOffGo], offGo)
 	m.ys[sOffGoHigh] = append(m.ys[sOffGoHigh], offGoHigh)
-	m.ys[sUnwritten] = append(m.ys[sUnwritten], unwritten)
+	m.ys[sAnon] = append(m.ys[sAnon], anon)
+	m.ys[sHeapMem] = append(m.ys[sHeapMem], heapMem)
 	m.ys[sGoroutines] = append(m.ys[sGoroutines], goroutines)
 	m.ys[sFDs] = append(m.ys[sFDs], fds)
 	for i, g := range m.cfg.gauges {
@@ -608,7 +629,7 @@ func (m *meter) fdsSettled(n int) int {
 	return n
 }
 
-// guard stops the loop when the heap or RSS has grown by more than
+// guard stops the loop when the heap or RSS outside mapped files has grown by more than
 // guardBytes (or the descriptors by more than guardFDs) since the first
 // call and rose at each of the last three samples: no cache grows that
 // fast and then stops, and going on would exhaust memory or descriptors.
@@ -620,13 +641,13 @@ func (m *meter) guard() bool {
 	for _, g := range [...]struct {
 		series, judged int
 		max            float64
-	}{{sHeap, sHeap, guardBytes}, {sRSS, sOffGo, guardBytes}, {sFDs, sFDs, guardFDs}} {
+	}{{sHeap, sHeap, guardBytes}, {sAnon, sOffGo, guardBytes}, {sFDs, sFDs, guardFDs}} {
 		y := m.ys[g.series]
 		if !(y[last]-m.guardBase[g.series] > g.max) {
 			continue
 		}
-		if g.series == sRSS && m.guardBase[sUnwritten] > rssFloor && m.ys[sOffGo][last] <= 0 {
-			continue // a buffer of the Go heap written for the first time (checkUnwritten)
+		if g.series == sAnon && m.couldBeUnwritten(m.guardBase[sHeapMem], m.guardBase[sAnon], m.ys[sOffGo][last]-m.guardBase[sOffGo]) {
+			continue // the Go heap written for the first time, maybe (checkUnwritten)
 		}
 		if y[last] > y[last-1] && y[last-1] > y[last-2] && y[last-2] > y[last-3] {
 			m.guarded = g.judged

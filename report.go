@@ -101,7 +101,7 @@ func (r *Report) finding(res Resource) *Finding {
 	return nil
 }
 
-var builtinResource = [numSeries]Resource{sHeap: Heap, sRSS: RSS, sOffGo: RSS, sOffGoHigh: RSS, sUnwritten: RSS, sGoroutines: Goroutines, sFDs: FDs}
+var builtinResource = [numSeries]Resource{sHeap: Heap, sRSS: RSS, sOffGo: RSS, sOffGoHigh: RSS, sAnon: RSS, sHeapMem: RSS, sGoroutines: Goroutines, sFDs: FDs}
 
 // resource names series s: a built-in one, or a Track gauge.
 func (m *meter) resource(s int) Resource {
@@ -194,43 +194,59 @@ func (m *meter) checkStopped(j *judgement, s, r0 int) {
 	j.stoppedAt = int(xs[0])
 }
 
-// checkUnwritten turns a leak of RSS outside Go into unsure when some of
-// the Go heap was never written at the region's start (sUnwritten, more
-// than rssFloor) and the growth over the region could be that memory
-// being written: a buffer allocated before the run and written during it
-// (a ring buffer, a Bloom filter, a map made with a size hint) grows RSS
-// page by page exactly as memory outside Go would. RSS cannot tell the two
-// apart, so unwritten memory explains growth up to where RSS outside Go
-// reaches 0 (explainable): past that, some of it is not Go's. The run
-// goes on, and growth past that is a leak again. (Levels are medians of
-// three samples: the kernel's counters lag by some pages.)
+// checkUnwritten turns a leak of RSS outside Go into unsure while it may
+// still be Go heap memory written for the first time: a buffer allocated
+// before the run and written during it (a ring buffer, a Bloom filter, a
+// map made with a size hint) grows RSS page by page exactly as memory
+// outside Go would, and RSS cannot tell the two apart. It may be when
+// more than rssFloor of the heap was proven unwritten at the region's
+// start and the growth since is no more than the heap's memory (more than
+// that cannot be the heap's). An adaptive run goes on past its budget
+// until the growth stops or passes that (extendForUnwritten); a run that
+// cannot go on is settled by settleUnwritten. (Levels are medians of three
+// samples: the kernel's counters lag by some pages.)
 func (m *meter) checkUnwritten(j *judgement, r0 int) {
 	last := m.n - 1
-	if j.verdict != leak || last-r0 < 6 || len(m.ys[sUnwritten]) < m.n { // (synthetic series have none)
+	if j.verdict != leak || last-r0 < 6 || len(m.ys[sHeapMem]) < m.n { // (synthetic series may have none)
 		return
 	}
+	level := func(s, i int) float64 { return m.st.medianOf(m.ys[s][i : i+3]) }
 	// The growth measured, not the slope times the calls: that overstates
 	// growth that ended within the region (the buffer was all written).
-	lo := m.ys[sOffGo]
-	grown := m.st.medianOf(lo[last-2:last+1]) - m.st.medianOf(lo[r0:r0+3])
-	if u, ok := m.explainable(r0); ok && grown <= u {
+	grown := level(sOffGo, last-2) - level(sOffGo, r0)
+	heapMem := math.Max(level(sHeapMem, r0), level(sHeapMem, last-2))
+	if m.couldBeUnwritten(heapMem, level(sAnon, r0), grown) {
 		j.verdict = unsure
-		j.unwritten = m.st.medianOf(m.ys[sUnwritten][r0 : r0+3])
+		j.unwritten = level(sHeapMem, r0) - level(sAnon, r0)
+		j.grown = grown
+		j.explainable = -level(sOffGo, r0)
 	}
 }
 
-// explainable is the growth of RSS outside Go after sample i that Go heap
-// memory unwritten at i could account for, and whether some was proven
-// unwritten (sUnwritten more than rssFloor). Unwritten heap is sUnwritten
-// plus the resident part of the runtime's memory outside the heap (its
-// metadata: 4–5 MiB in a test binary) plus what the process holds outside
-// Go (about 1 MiB there; measured with a 64 MiB buffer allocated and not
-// written). This counts the first in full and the second not: up to
-// -sOffGo, the growth that brings RSS outside Go to 0.
-func (m *meter) explainable(i int) (float64, bool) {
-	k := min(i+3, m.n)
-	u := m.st.medianOf(m.ys[sUnwritten][i:k])
-	return -m.st.medianOf(m.ys[sOffGo][i:k]), u > rssFloor
+// couldBeUnwritten reports whether growth of RSS outside Go may be Go heap
+// memory written for the first time, given the heap's memory and RSS
+// outside mapped files when it began.
+func (m *meter) couldBeUnwritten(heapMem, anon, grown float64) bool {
+	return heapMem-anon > rssFloor && grown <= heapMem
+}
+
+// settleUnwritten decides a leak of RSS outside Go that checkUnwritten
+// left unsure when the run could not go on (Iterations, or no time left
+// before the Timeout). The proven lower bound on unwritten heap is too
+// weak to settle it (the runtime's memory outside the heap, 4–5 MiB in a
+// test binary, counts as unwritten in it, and what the process holds
+// outside Go makes it smaller), so this estimates: the growth is the
+// heap's while RSS outside Go has not risen above 0, i.e. up to -sOffGo
+// at the region's start (exact if the runtime's memory outside the heap
+// is resident and the process holds nothing outside Go; a test binary
+// holds about 1 MiB there, measured). Past that it is a leak. Either way
+// a real leak outside Go beside unwritten heap may be read as the heap's,
+// and a buffer written to its end in a process holding more than some
+// MiB outside Go as a leak: the adaptive run's extension avoids both.
+func settleUnwritten(j *judgement) {
+	if j.verdict == unsure && j.unwritten > 0 && j.grown > j.explainable {
+		j.verdict = leak
+	}
 }
 
 // ambiguousFree is the free heap memory at a sample above which RSS
@@ -330,6 +346,14 @@ func (m *meter) report() *Report {
 		j := m.judge(s)
 		res := m.resource(s)
 		limit := j.limit
+		if s == sOffGo && j.unwritten > 0 {
+			settleUnwritten(&j)
+			if j.verdict == leak {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"at least %s of the Go heap had never been written when the judged calls began, and writing it grows RSS as a leak outside Go does, but RSS outside Go grew by %s over them, past the %s that brings it to the Go runtime's own memory: judged a leak without seeing the growth stop or pass the heap's memory (a larger Timeout lets an adaptive run go on until it does)",
+					formatValue(res, j.unwritten), formatValue(res, j.grown), formatValue(res, j.explainable)))
+			}
+		}
 		overturned := false // a heap leak the attribution window overturned
 		if s == m.guarded && j.verdict != leak {
 			// The guard stopped the loop before the rule had enough
@@ -381,9 +405,9 @@ func (m *meter) report() *Report {
 				f.Sites = m.attr.sites
 			}
 			if s == m.guarded {
-				gs := s // the series the guard watched: whole RSS for RSS
+				gs := s // the series the guard watched: RSS outside mapped files for RSS
 				if s == sOffGo {
-					gs = sRSS
+					gs = sAnon
 				}
 				f.Detail = fmt.Sprintf("stopped early after %d calls: %s grew by %s, more than %s",
 					m.calls, res, formatValue(res, m.ys[gs][m.n-1]-m.guardBase[gs]), formatValue(res, guardLimit(s)))
@@ -407,8 +431,8 @@ func (m *meter) report() *Report {
 		case unsure:
 			if j.unwritten > 0 {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"%s outside the Go heap grew %s per call over %d calls, but at least %s of the Go heap had never been written when they began (a buffer allocated before the run: RSS was that much below the heap's memory), and writing it for the first time grows RSS the same way; not failed (write such a buffer before measuring, and RSS is judged)",
-					res, formatValue(res, j.region.slope), int(m.xs[m.n-1]-m.xs[r0]), formatValue(res, j.unwritten)))
+					"%s outside the Go heap grew %s per call over %d calls (%s in all), but at least %s of the Go heap had never been written when they began (spare capacity, or a buffer allocated before the run), and writing it for the first time grows RSS the same way; the run could not go on until the growth stopped or passed the heap's memory, so it is not failed: a leak outside Go this small beside unwritten heap is not told apart (write such memory before measuring, or give a larger Timeout)",
+					res, formatValue(res, j.region.slope), int(m.xs[m.n-1]-m.xs[r0]), formatValue(res, j.grown), formatValue(res, j.unwritten)))
 				break
 			}
 			if j.stoppedAt > 0 {
@@ -421,6 +445,11 @@ func (m *meter) report() *Report {
 				"%s grew %s per call over the last %d calls but not clearly before: a one-time step, a leak that started late, or a small leak that noise hides early on (a sawtooth, garbage in flight); not failed (a larger Budget or Iterations would tell)",
 				res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
 		}
+	}
+	if m.extended {
+		rep.Notes = append(rep.Notes, fmt.Sprintf(
+			"the run went on past its budget (%v) to tell Go heap memory written for the first time from a leak outside Go: RSS outside Go grew while some of the heap had never been written",
+			m.cfg.budget))
 	}
 	m.fold(rep)
 	if m.rss == nil || m.fds == nil {

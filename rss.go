@@ -9,14 +9,16 @@ package leaktest
 // windows and others), openRSS returns nil and RSS is reported as
 // unavailable, never as a failure.
 type rssSource struct {
-	fd  int
-	buf [4096]byte
+	fd      int
+	hasFile bool // the kernel reports RssFile (Linux 4.5 and later)
+	buf     [16 << 10]byte
 }
 
 // rssReading is one reading: the whole resident set, and its part that
 // is pages of files mapped into memory (the binary's code, mmap'd files),
 // which the kernel can drop and read again at any time. What remains
 // (anonymous and shared memory) is what a leak outside the Go heap grows.
+// swap is the process's memory swapped out: neither resident nor unwritten.
 type rssReading struct {
-	total, file uint64
+	total, file, swap uint64
 }

@@ -15,6 +15,9 @@ func openRSS() *rssSource {
 		return nil
 	}
 	r := &rssSource{fd: fd}
+	if n, err := syscall.Pread(fd, r.buf[:], 0); err == nil && n > 0 {
+		_, r.hasFile = statusKB(r.buf[:n], keyRssFile)
+	}
 	if _, ok := r.read(); !ok {
 		r.close()
 		return nil
@@ -25,13 +28,16 @@ func openRSS() *rssSource {
 var (
 	keyVmRSS   = []byte("\nVmRSS:")
 	keyRssFile = []byte("\nRssFile:") // Linux 4.5 and later
+	keyVmSwap  = []byte("\nVmSwap:")
 )
 
-// read returns the resident bytes (VmRSS) and their file-backed part
-// (RssFile, 0 where the kernel does not report it).
+// read returns the resident bytes (VmRSS), their file-backed part
+// (RssFile, where the kernel reports it) and the bytes swapped out. A
+// reading that filled the buffer, or lacks a field it had before, is no
+// reading: a value cut short would read as a step.
 func (r *rssSource) read() (rssReading, bool) {
 	n, err := syscall.Pread(r.fd, r.buf[:], 0)
-	if err != nil || n <= 0 {
+	if err != nil || n <= 0 || n == len(r.buf) {
 		return rssReading{}, false
 	}
 	b := r.buf[:n]
@@ -39,12 +45,18 @@ func (r *rssSource) read() (rssReading, bool) {
 	if !ok {
 		return rssReading{}, false
 	}
-	file, _ := statusKB(b, keyRssFile)
-	return rssReading{total: total, file: min(file, total)}, true
+	var file uint64
+	if r.hasFile {
+		if file, ok = statusKB(b, keyRssFile); !ok {
+			return rssReading{}, false
+		}
+	}
+	swap, _ := statusKB(b, keyVmSwap)
+	return rssReading{total: total, file: min(file, total), swap: swap}, true
 }
 
-// statusKB parses the value of key ("\nName:", then spaces, digits, " kB")
-// in bytes.
+// statusKB parses the value of key ("\nName:", then blanks, digits and
+// " kB") in bytes; false unless all of it is there.
 func statusKB(b, key []byte) (uint64, bool) {
 	i := bytes.Index(b, key)
 	if i < 0 {
@@ -60,7 +72,12 @@ func statusKB(b, key []byte) (uint64, bool) {
 		kb = kb*10 + uint64(b[i]-'0')
 		digits++
 	}
-	return kb << 10, digits > 0
+	if digits == 0 || !bytes.HasPrefix(b[i:], kbSuffix) {
+		return 0, false
+	}
+	return kb << 10, true
 }
+
+var kbSuffix = []byte(" kB")
 
 func (r *rssSource) close() { syscall.Close(r.fd) }

@@ -9,13 +9,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 func TestStatusKB(t *testing.T) {
-	status := []byte("Name:\tleaktest.test\nVmRSS:\t   17200 kB\nRssAnon:\t    9000 kB\nRssFile:\t    8200 kB\nVmSwap:\t0 kB\n")
+	status := []byte("Name:\tleaktest.test\nVmRSS:\t   17200 kB\nRssAnon:\t    9000 kB\nRssFile:\t    8200 kB\nVmSwap:\t0 kB\nVmPTE:\t  12")
 	for _, c := range []struct {
 		key  string
 		want uint64
@@ -26,6 +27,7 @@ func TestStatusKB(t *testing.T) {
 		{"\nVmSwap:", 0, true},
 		{"\nRssShmem:", 0, false}, // absent: older kernels
 		{"\nName:", 0, false},     // not a number
+		{"\nVmPTE:", 0, false},    // cut short: the read ended in it
 	} {
 		got, ok := statusKB(status, []byte(c.key))
 		assert.Equal(t, c.want, got, c.key)
@@ -42,7 +44,10 @@ func TestRSSReading(t *testing.T) {
 	}
 	defer r.close()
 	got, ok := r.read()
-	assert.True(t, ok)
+	require.True(t, ok)
+	if !r.hasFile {
+		t.Skip("the kernel reports no RssFile")
+	}
 	assert.Greater(t, got.total, got.file)
 	assert.Greater(t, got.file, uint64(0))
 }
@@ -63,23 +68,34 @@ func ringWriter(size int) (fn func(), ring []byte) {
 	}, ring
 }
 
+// inFreshProcess runs the test named t.Name() again in a child process,
+// where it returns true; in the parent it returns false after checking
+// that the child passed. What this suite's other tests leave outside Go
+// (C memory freed but kept by malloc, ~20 MiB) makes the unwritten heap
+// impossible to prove, as it would in any process holding that much.
+func inFreshProcess(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv("LEAKTEST_FRESH_PROCESS") == t.Name() {
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.timeout=2m")
+	cmd.Env = append(os.Environ(), "LEAKTEST_FRESH_PROCESS="+t.Name())
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "--- PASS: "+t.Name(), "%s", out)
+	return false
+}
+
 // Runs that end before, at and after the ring's wrap (call 16384) are
-// each judged once. Before checkUnwritten all failed on RSS, and when the
-// growth checked was the slope times the calls, those ending after the
-// wrap (20000–22000) still did. They run in a fresh process: what this
-// suite's other tests leave outside Go (C memory freed but kept by
-// malloc, ~20 MiB) would hide the ring's unwritten memory (see
-// explainable), as it would in any process holding more than that.
+// each judged once: Iterations lets no run go on, so settleUnwritten
+// decides. Before checkUnwritten all failed on RSS, and when the growth
+// checked was the slope times the calls, those ending after the wrap
+// (20000–22000) still did.
 func TestBufferWrittenDuringTheRunIsNotALeak(t *testing.T) {
 	if why := rssJudged(); why != "" {
 		t.Skip(why)
 	}
-	if os.Getenv("LEAKTEST_RING_HELPER") == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestBufferWrittenDuringTheRunIsNotALeak$", "-test.v", "-test.timeout=2m")
-		cmd.Env = append(os.Environ(), "LEAKTEST_RING_HELPER=1")
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, "%s", out)
-		require.Contains(t, string(out), "--- PASS: TestBufferWrittenDuringTheRunIsNotALeak", "%s", out)
+	if !inFreshProcess(t) {
 		return
 	}
 	for _, n := range []int{8000, 16384, 20000, 22000} {
@@ -91,28 +107,45 @@ func TestBufferWrittenDuringTheRunIsNotALeak(t *testing.T) {
 	}
 }
 
-// Growth past what the ring could explain is a leak: 4 KiB mapped per
-// call beside the 16 MiB ring, over 12 000 calls.
+// spare is 16 MiB of slice capacity never written.
+var spare [][]byte
+
+// A leak outside Go beside unwritten heap (16 MiB of spare slice
+// capacity) is caught: the run goes on past its budget (200 ms here) until
+// the growth passes the heap's memory. When the run ended at the budget
+// with a note, a 100 µs function leaking 1 KiB of C memory per call beside
+// 24 MiB of spare capacity passed (found by a review). 4 KiB mapped per
+// call, in a function slowed to make about 3000 calls in the budget.
 func TestLeakBesideABufferWrittenDuringTheRunIsALeak(t *testing.T) {
 	if why := rssJudged(); why != "" {
 		t.Skip(why)
 	}
-	ringFn, ring := ringWriter(16 << 20)
+	if !inFreshProcess(t) {
+		return
+	}
+	for i := 0; i < 64; i++ {
+		spare = append(spare, make([]byte, 4096, 256<<10))
+	}
+	defer func() { spare = nil }()
 	leakFn, teardown := mmapLeak(syscall.MAP_PRIVATE)(t)
 	defer teardown()
-	rep, err := Measure(func() { ringFn(); leakFn() }, Iterations(12000))
+	rep, err := Measure(func() {
+		leakFn()
+		for t0 := time.Now(); time.Since(t0) < 50*time.Microsecond; {
+		}
+	}, Budget(200*time.Millisecond))
 	require.NoError(t, err)
 	var found []Resource // the heap too: syscall.Mmap keeps a map of its mappings
 	for _, f := range rep.Findings {
 		found = append(found, f.Resource)
 	}
 	assert.Contains(t, found, RSS, "%s", rep)
-	runtime.KeepAlive(ring)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the run went on past its budget", "%s", rep)
 }
 
 // statusKB reads the kernel's text inside the measuring loop: whatever the
 // bytes, it must not panic, and a value it finds is the digits after the
-// key and its blanks.
+// key and its blanks, followed by " kB".
 func FuzzStatusKB(f *testing.F) {
 	f.Add([]byte("Name:\tx\nVmRSS:\t   17200 kB\nRssFile:\t8200 kB\n"), "VmRSS")
 	f.Add([]byte("\nVmRSS:"), "VmRSS")
@@ -130,8 +163,12 @@ func FuzzStatusKB(f *testing.F) {
 		}
 		rest := strings.TrimLeft(string(b[i+len(key):]), " \t")
 		digits := rest[:len(rest)-len(strings.TrimLeft(rest, "0123456789"))]
-		if ok != (digits != "") {
-			t.Fatalf("ok = %v for digits %q", ok, digits)
+		whole := digits != "" && strings.HasPrefix(rest[len(digits):], " kB")
+		if ok != whole {
+			t.Fatalf("ok = %v for %q", ok, rest)
+		}
+		if !ok {
+			return
 		}
 		if len(digits) > 15 { // past that, the product overflows: not a count the kernel writes
 			return
