@@ -186,7 +186,10 @@ func Limit(r Resource, perIteration float64) Option {
 // Budget sets the time the measurement aims to take (default 3s, 1s with
 // go test -short). Cheap functions reach a verdict well within it; a slow
 // function or a large live heap uses it all. The budget is soft: Measure
-// takes a minimum number of samples even when they take longer.
+// takes a minimum number of samples even when they take longer, a heap
+// leak's confirmation window runs after it, and growth of RSS that may be
+// Go heap written for the first time keeps the run going, within the
+// Timeout, until it can be told from a leak (a note says so).
 func Budget(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d <= 0 {
