@@ -56,8 +56,9 @@ type judgement struct {
 	// region's start that made a leak of RSS outside Go unsure
 	// (checkUnwritten); 0 otherwise. grown is that leak's growth over the
 	// region, and explainable the most of it settleUnwritten lets the
-	// heap account for.
-	unwritten, grown, explainable float64
+	// heap account for; room is how much more it can grow before it
+	// cannot be the heap's.
+	unwritten, grown, explainable, room float64
 }
 
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region

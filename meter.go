@@ -100,24 +100,26 @@ type meter struct {
 	// outside Go is known (judgeOffGo).
 	knownX, knownY []float64
 
-	start      time.Time     // when the measurement began, setup included
-	deadline   time.Time     // when the Timeout ends it, counted from Measure's call
-	sampleCost time.Duration // of the last sample
-	samplesAll time.Duration // of every sample taken, restarts included
-	sampled    int
-	fnTime     time.Duration // spent in fn
-	plan       planMark
-	grown      bool // the plan was raised once (replan)
-	extended   bool // the run went past its budget (extendForUnwritten)
-	guardBase  []float64
-	guarded    int // series that tripped the memory guard, or -1
-	hasGuard   bool
-	judged     []judgement
-	judgedList []int
-	confirming bool // the last judgement found a leak
-	attr       *attribution
-	label      string // pprof label value of this measurement
-	allocs0    uint64
+	start         time.Time     // when the measurement began, setup included
+	deadline      time.Time     // when the Timeout ends it, counted from Measure's call
+	sampleCost    time.Duration // of the last sample
+	samplesAll    time.Duration // of every sample taken, restarts included
+	sampled       int
+	fnTime        time.Duration // spent in fn
+	plan          planMark
+	grown         bool // the plan was raised once (replan)
+	extended      bool // the run went past its budget (extendForUnwritten)
+	extendDecided bool
+	extendUntil   time.Time
+	guardBase     []float64
+	guarded       int // series that tripped the memory guard, or -1
+	hasGuard      bool
+	judged        []judgement
+	judgedList    []int
+	confirming    bool // the last judgement found a leak
+	attr          *attribution
+	label         string // pprof label value of this measurement
+	allocs0       uint64
 
 	callsNow atomic.Int64 // calls made, readable after a timeout
 	abort    atomic.Bool
@@ -381,19 +383,30 @@ func (m *meter) adaptive() {
 
 // extendForUnwritten keeps a run going past its budget while RSS outside
 // Go may be a leak or Go heap written for the first time
-// (checkUnwritten), as long as the calls made so far can be made once
-// more before the Timeout: the next judgement, at twice the calls, then
-// tells growth that stopped (the buffer was all written) or passed the
-// heap's memory from the rest.
+// (checkUnwritten), when that can be told in time: at the growth's rate so
+// far, the growth must be able to pass the heap's memory (which writing
+// the heap cannot do: a leak) before the extension ends. If it is the heap
+// being written, it stops before that. The extension runs four times that
+// long, so that a flat tail after the growth stopped dominates the late
+// window, within four budgets in all and half the time left before the
+// Timeout; the run's judgements go on as before, and the last one decides.
+// Decided once, when the budget is first passed.
 func (m *meter) extendForUnwritten() bool {
-	if _, ok := m.limit(sOffGo); !ok || m.judge(sOffGo).unwritten == 0 {
-		return false
+	if !m.extendDecided {
+		m.extendDecided = true
+		j := m.judge(sOffGo)
+		if _, ok := m.limit(sOffGo); ok && j.unwritten > 0 && j.region.slope > 0 && m.calls > 0 {
+			now := time.Now()
+			perCall := time.Since(m.start) / time.Duration(m.calls)
+			need := time.Duration(j.room/j.region.slope) * perCall
+			limit := min(4*m.cfg.budget-time.Since(m.start), m.deadline.Sub(now)/2)
+			if need <= limit {
+				m.extendUntil = now.Add(min(4*need, limit))
+				m.extended = true
+			}
+		}
 	}
-	if !time.Now().Add(2 * time.Since(m.start)).Before(m.deadline) {
-		return false
-	}
-	m.extended = true
-	return true
+	return time.Now().Before(m.extendUntil)
 }
 
 // planBin picks the calls between samples: up to maxBin (times GOMAXPROCS/4
@@ -646,8 +659,8 @@ func (m *meter) guard() bool {
 		if !(y[last]-m.guardBase[g.series] > g.max) {
 			continue
 		}
-		if g.series == sAnon && m.couldBeUnwritten(m.guardBase[sHeapMem], m.guardBase[sAnon], m.ys[sOffGo][last]-m.guardBase[sOffGo]) {
-			continue // the Go heap written for the first time, maybe (checkUnwritten)
+		if g.series == sAnon && m.guardBase[sHeapMem]-m.guardBase[sAnon] > rssFloor && m.ys[sOffGo][last] <= 0 {
+			continue // the Go heap written for the first time, by settleUnwritten's estimate
 		}
 		if y[last] > y[last-1] && y[last-1] > y[last-2] && y[last-2] > y[last-3] {
 			m.guarded = g.judged

@@ -202,9 +202,9 @@ func (m *meter) checkStopped(j *judgement, s, r0 int) {
 // more than rssFloor of the heap was proven unwritten at the region's
 // start and the growth since is no more than the heap's memory (more than
 // that cannot be the heap's). An adaptive run goes on past its budget
-// until the growth stops or passes that (extendForUnwritten); a run that
-// cannot go on is settled by settleUnwritten. (Levels are medians of three
-// samples: the kernel's counters lag by some pages.)
+// when that can be told in time (extendForUnwritten); whatever is left
+// unsure at the end is settled by settleUnwritten. (Levels are medians of
+// three samples: the kernel's counters lag by some pages.)
 func (m *meter) checkUnwritten(j *judgement, r0 int) {
 	last := m.n - 1
 	if j.verdict != leak || last-r0 < 6 || len(m.ys[sHeapMem]) < m.n { // (synthetic series may have none)
@@ -213,26 +213,22 @@ func (m *meter) checkUnwritten(j *judgement, r0 int) {
 	level := func(s, i int) float64 { return m.st.medianOf(m.ys[s][i : i+3]) }
 	// The growth measured, not the slope times the calls: that overstates
 	// growth that ended within the region (the buffer was all written).
+	// Heap memory allocated later is counted by the runtime at once: its
+	// first writes do not move RSS outside Go.
 	grown := level(sOffGo, last-2) - level(sOffGo, r0)
-	heapMem := math.Max(level(sHeapMem, r0), level(sHeapMem, last-2))
-	if m.couldBeUnwritten(heapMem, level(sAnon, r0), grown) {
+	heapMem, anon := level(sHeapMem, r0), level(sAnon, r0)
+	if heapMem-anon > rssFloor && grown <= heapMem {
 		j.verdict = unsure
-		j.unwritten = level(sHeapMem, r0) - level(sAnon, r0)
+		j.unwritten = heapMem - anon
 		j.grown = grown
+		j.room = heapMem - grown
 		j.explainable = -level(sOffGo, r0)
 	}
 }
 
-// couldBeUnwritten reports whether growth of RSS outside Go may be Go heap
-// memory written for the first time, given the heap's memory and RSS
-// outside mapped files when it began.
-func (m *meter) couldBeUnwritten(heapMem, anon, grown float64) bool {
-	return heapMem-anon > rssFloor && grown <= heapMem
-}
-
 // settleUnwritten decides a leak of RSS outside Go that checkUnwritten
-// left unsure when the run could not go on (Iterations, or no time left
-// before the Timeout). The proven lower bound on unwritten heap is too
+// left unsure at the end of the run (Iterations, growth that could not be
+// told in time, a run ended by another resource). The proven lower bound on unwritten heap is too
 // weak to settle it (the runtime's memory outside the heap, 4–5 MiB in a
 // test binary, counts as unwritten in it, and what the process holds
 // outside Go makes it smaller), so this estimates: the growth is the
@@ -242,7 +238,8 @@ func (m *meter) couldBeUnwritten(heapMem, anon, grown float64) bool {
 // holds about 1 MiB there, measured). Past that it is a leak. Either way
 // a real leak outside Go beside unwritten heap may be read as the heap's,
 // and a buffer written to its end in a process holding more than some
-// MiB outside Go as a leak: the adaptive run's extension avoids both.
+// MiB outside Go as a leak: the adaptive run's extension avoids both when
+// it can run.
 func settleUnwritten(j *judgement) {
 	if j.verdict == unsure && j.unwritten > 0 && j.grown > j.explainable {
 		j.verdict = leak
@@ -350,7 +347,7 @@ func (m *meter) report() *Report {
 			settleUnwritten(&j)
 			if j.verdict == leak {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"at least %s of the Go heap had never been written when the judged calls began, and writing it grows RSS as a leak outside Go does, but RSS outside Go grew by %s over them, past the %s that brings it to the Go runtime's own memory: judged a leak without seeing the growth stop or pass the heap's memory (a larger Timeout lets an adaptive run go on until it does)",
+					"at least %s of the Go heap had never been written when the judged calls began, and writing it grows RSS as a leak outside Go does, but RSS outside Go grew by %s over them, past the %s that brings it to the Go runtime's own memory: judged a leak without seeing the growth stop or pass the heap's memory (a larger Budget lets an adaptive run go on until it does)",
 					formatValue(res, j.unwritten), formatValue(res, j.grown), formatValue(res, j.explainable)))
 			}
 		}
@@ -431,7 +428,7 @@ func (m *meter) report() *Report {
 		case unsure:
 			if j.unwritten > 0 {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"%s outside the Go heap grew %s per call over %d calls (%s in all), but at least %s of the Go heap had never been written when they began (spare capacity, or a buffer allocated before the run), and writing it for the first time grows RSS the same way; the run could not go on until the growth stopped or passed the heap's memory, so it is not failed: a leak outside Go this small beside unwritten heap is not told apart (write such memory before measuring, or give a larger Timeout)",
+					"%s outside the Go heap grew %s per call over %d calls (%s in all), but at least %s of the Go heap had never been written when they began (spare capacity, or a buffer allocated before the run), and writing it for the first time grows RSS the same way; the run did not see the growth stop or pass the heap's memory, and RSS outside Go stayed below the runtime's own, so it is not failed: a leak outside Go beside unwritten heap can pass this way (write such memory before measuring, or give a larger Budget)",
 					res, formatValue(res, j.region.slope), int(m.xs[m.n-1]-m.xs[r0]), formatValue(res, j.grown), formatValue(res, j.unwritten)))
 				break
 			}
