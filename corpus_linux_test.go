@@ -60,8 +60,11 @@ func init() {
 		// Shared anonymous memory is shmem to the kernel, not anonymous
 		// memory: RSS outside Go counts it too.
 		{name: "rss/shared-mmap-4KiB", leaks: RSS, needs: rssJudged, setup: mmapLeak(syscall.MAP_SHARED)},
-		// Beside 16 MiB of the Go heap never written, RSS growth is no
-		// leak until it passes that much (checkUnwritten).
+		// Beside 16 MiB of the Go heap never written, RSS growth could be
+		// that heap's until it passes it (checkUnwritten), and must still
+		// be found. (Whether the heap can be proven unwritten depends on
+		// what the process holds outside Go: the tests that need it run
+		// in a fresh process, in rss_linux_test.go.)
 		{name: "rss/mmap-4KiB-beside-an-unwritten-buffer", leaks: RSS, needs: rssJudged, setup: func(tb testing.TB) (func(), func()) {
 			buf := make([]byte, 16<<20)
 			fn, teardown := mmapLeak(syscall.MAP_PRIVATE)(tb)
