@@ -397,11 +397,11 @@ func (m *meter) extendForUnwritten() bool {
 		j := m.judge(sOffGo)
 		if _, ok := m.limit(sOffGo); ok && j.unwritten > 0 && j.region.slope > 0 && m.calls > 0 {
 			now := time.Now()
-			perCall := time.Since(m.start) / time.Duration(m.calls)
-			need := time.Duration(j.room/j.region.slope) * perCall
+			perCall := time.Since(m.start).Seconds() / float64(m.calls)
+			need := j.room / j.region.slope * perCall // seconds; in float, as it can be huge
 			limit := min(4*m.cfg.budget-time.Since(m.start), m.deadline.Sub(now)/2)
-			if need <= limit {
-				m.extendUntil = now.Add(min(4*need, limit))
+			if need <= limit.Seconds() {
+				m.extendUntil = now.Add(min(time.Duration(4*need*float64(time.Second)), limit))
 				m.extended = true
 			}
 		}
