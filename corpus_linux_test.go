@@ -43,16 +43,8 @@ func init() {
 		// time: its pages become resident one after another, which RSS
 		// cannot tell from memory outside Go, until the ring wraps.
 		{name: "rss/ring-buffer-written-in-order", needs: rssJudged, setup: func(testing.TB) (func(), func()) {
-			ring := make([]byte, 64<<20)
-			var rec [1024]byte
-			off := 0
-			return func() {
-				rec[0]++
-				off += copy(ring[off:], rec[:])
-				if off == len(ring) {
-					off = 0
-				}
-			}, func() { runtime.KeepAlive(ring) }
+			fn, ring := ringWriter(64 << 20)
+			return fn, func() { runtime.KeepAlive(ring) }
 		}},
 	}...)
 	leakyCorpus = append(leakyCorpus, []workload{

@@ -15,13 +15,16 @@ func openRSS() *rssSource {
 		return nil
 	}
 	r := &rssSource{fd: fd}
-	if n, err := syscall.Pread(fd, r.buf[:], 0); err == nil && n > 0 {
-		_, r.hasFile = statusKB(r.buf[:n], keyRssFile)
-	}
-	if _, ok := r.read(); !ok {
+	n, err := syscall.Pread(fd, r.buf[:], 0)
+	if err != nil || n <= 0 || n == len(r.buf) {
 		r.close()
 		return nil
 	}
+	if _, ok := statusKB(r.buf[:n], keyVmRSS); !ok {
+		r.close()
+		return nil
+	}
+	_, r.hasFile = statusKB(r.buf[:n], keyRssFile)
 	return r
 }
 
