@@ -2,7 +2,9 @@ package leaktest
 
 import (
 	"fmt"
+	"math"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // Edges: each ends in a clear verdict or error, with no hang and no crash.
@@ -35,21 +38,87 @@ func TestOneGiBPerCallStopsEarly(t *testing.T) {
 }
 
 func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
-	big := bigHeap(64 << 20)
+	big := bigHeap(32 << 20)
 	defer func() { _ = big.next }()
-	prev := debug.SetMemoryLimit(16 << 20) // a quarter of the live heap: the collector runs all the time
+	prev := debug.SetMemoryLimit(8 << 20) // a quarter of the live heap: the collector would run all the time
 	defer debug.SetMemoryLimit(prev)
-	rep, err := Measure(func() { _ = make([]byte, 512) }, Budget(2*time.Second))
+	garbage := func() { _ = make([]byte, 512) }
+	rep, err := Measure(garbage, Budget(2*time.Second))
 	require.NoError(t, err)
 	assert.False(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the memory limit (8 MiB) was below what the Go runtime held: it was raised to at most")
+	assert.Equal(t, int64(8<<20), debug.SetMemoryLimit(-1), "restored")
 
-	// The collector runs all the time, so the runtime's allowance per
-	// collection (see runtimeAllowance) is large per call here: a leak of 4 KiB
-	// per call is still caught, a 64-byte one may not be.
+	// Raised, the limit lets the collector rest between samples: as many
+	// collections as without a limit. Under the limit itself, a leaking fn
+	// had the collector run between samples and each sample wait for the
+	// collection under way before forcing its own (130 collections instead
+	// of 68, measured). A small leak is caught under the limit.
 	defer releaseKept()
-	rep, err = Measure(keep(4096), Budget(2*time.Second))
+	leak := keep(32)
+	leaky := func() { garbage(); leak() }
+	limited := collections(func() { rep, err = Measure(leaky, Iterations(2000)) })
 	require.NoError(t, err)
 	require.NotNil(t, rep.finding(Heap), "%s", rep)
+	assert.InEpsilon(t, 32, rep.finding(Heap).PerIteration, 0.05)
+	releaseKept()
+	debug.SetMemoryLimit(math.MaxInt64)
+	free := collections(func() { _, _ = Measure(leaky, Iterations(2000)) })
+	debug.SetMemoryLimit(8 << 20)
+	assert.Less(t, float64(limited), 1.25*float64(free), "collections under the limit, and without")
+}
+
+// collections counts the garbage collections that f's call completes.
+func collections(f func()) uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	before := s[0].Value.Uint64()
+	f()
+	metrics.Read(s)
+	return s[0].Value.Uint64() - before
+}
+
+// The memory limit that Measure raises goes back on every path: a verdict,
+// a panic, a timeout (while fn is still blocked, and after it returns),
+// and not over a limit that fn set itself.
+func TestMemoryLimitRestored(t *testing.T) {
+	const low = 1 << 20 // below any Go process's memory: always raised
+	prev := debug.SetMemoryLimit(low)
+	defer debug.SetMemoryLimit(prev)
+
+	rep, err := Measure(func() { _ = make([]byte, 64) }, Iterations(100))
+	require.NoError(t, err)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the memory limit (1 MiB) was below")
+	assert.Equal(t, int64(low), debug.SetMemoryLimit(-1), "after a verdict")
+
+	_, err = Measure(func() { panic("restore on panic too") }, Iterations(100))
+	require.Error(t, err)
+	assert.Equal(t, int64(low), debug.SetMemoryLimit(-1), "after a panic")
+
+	ignore := goleak.IgnoreCurrent()
+	release := make(chan struct{})
+	calls := 0
+	_, err = Measure(func() {
+		calls++
+		if calls == 10 {
+			<-release
+		}
+	}, Budget(100*time.Millisecond), Timeout(300*time.Millisecond))
+	require.Error(t, err)
+	assert.Equal(t, int64(low), debug.SetMemoryLimit(-1), "after a timeout, fn still blocked")
+	close(release)
+	require.NoError(t, goleak.Find(ignore)) // the abandoned loop has ended
+	assert.Equal(t, int64(low), debug.SetMemoryLimit(-1), "after the abandoned loop ended")
+
+	const own = 3 << 30
+	calls = 0
+	_, err = Measure(func() {
+		if calls++; calls == 50 {
+			debug.SetMemoryLimit(own)
+		}
+	}, Iterations(100))
+	require.NoError(t, err)
+	assert.Equal(t, int64(own), debug.SetMemoryLimit(-1), "fn's own limit is kept")
 }
 
 // Run in a parallel test, beside parallel tests that allocate and do not

@@ -157,6 +157,7 @@ func isShort() bool {
 // and gives it back when it ends.
 func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Report, error) {
 	m := newMeter(cfg, fn)
+	defer m.mem.restore()
 	m.deadline = deadline
 	before := goleak.IgnoreCurrent()
 	fdsBefore := openFDs()
@@ -212,6 +213,11 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 		return nil, m.err
 	}
 	rep := m.report()
+	if user, high, ok := m.mem.raised(); ok {
+		rep.Notes = append(rep.Notes, fmt.Sprintf(
+			"the memory limit (%s) was below what the Go runtime held: it was raised to at most %s while measuring (an eighth above the Go memory after each collection), so that the collector did not run non-stop, and restored after",
+			formatValue(Heap, float64(user)), formatValue(Heap, float64(high))))
+	}
 	m.checkGoroutines(rep, gBefore, idsBefore, append([]goleak.Option{before}, cfg.ignore...))
 	m.checkFDs(rep, fdsBefore)
 	if cfg.reportDir != "" {

@@ -751,6 +751,8 @@ func TestShortModeShrinksBudget(t *testing.T) {
 // The measuring loop's sampling allocates nothing, so a 16-byte leak is
 // not lost among the harness's own allocations.
 func TestSampleAllocatesNothing(t *testing.T) {
+	prev := debug.SetMemoryLimit(1 << 20) // below the Go memory: each sample raises it
+	defer debug.SetMemoryLimit(prev)
 	m := newMeter(newConfig(false, nil), func() {})
 	defer m.close()
 	allocs := testing.AllocsPerRun(20, func() {

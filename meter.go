@@ -93,6 +93,7 @@ type meter struct {
 	met     []metrics.Sample
 	rss     *rssSource
 	fds     *fdCounter
+	mem     *memLimit
 	st      *stats
 	rng     uint64
 	settled int // descriptors open after the last sample's collection
@@ -168,6 +169,8 @@ func newMeter(cfg *config, fn func()) *meter {
 	// builds its tables on first use, and the first finalizer starts the
 	// runtime's finalizer goroutine.
 	metrics.Read(m.met)
+	m.mem = newMemLimit()
+	m.mem.raise(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
 	waitFinalizers()
 	if m.fds != nil {
 		m.settled, _ = m.fds.count()
@@ -176,6 +179,7 @@ func newMeter(cfg *config, fn func()) *meter {
 }
 
 func (m *meter) close() {
+	m.mem.restore()
 	if m.rss != nil {
 		m.rss.close()
 	}
@@ -564,6 +568,7 @@ func (m *meter) sample() {
 		runtime.GC()
 	}
 	metrics.Read(m.met)
+	m.mem.raise(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
 	live := float64(m.met[mLive].Value.Uint64())
 	goMem := float64(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
 	rss, anon, heapMem, offGo, offGoHigh := math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
