@@ -46,7 +46,7 @@ func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
 	rep, err := Measure(garbage, Budget(2*time.Second))
 	require.NoError(t, err)
 	assert.False(t, rep.Leaked(), "%s", rep)
-	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the memory limit (8 MiB) was below what the Go runtime held: it was raised to at most")
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the memory limit (8 MiB) left the Go runtime less than an eighth of its memory (4 MiB at least) to allocate into: it was raised to at most")
 	assert.Equal(t, int64(8<<20), debug.SetMemoryLimit(-1), "restored")
 
 	// Raised, the limit lets the collector rest between samples: as many
@@ -88,7 +88,7 @@ func TestMemoryLimitRestored(t *testing.T) {
 
 	rep, err := Measure(func() { _ = make([]byte, 64) }, Iterations(100))
 	require.NoError(t, err)
-	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the memory limit (1 MiB) was below")
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the memory limit (1 MiB) left the Go runtime less than")
 	assert.Equal(t, int64(low), debug.SetMemoryLimit(-1), "after a verdict")
 
 	_, err = Measure(func() { panic("restore on panic too") }, Iterations(100))

@@ -215,7 +215,7 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 	rep := m.report()
 	if user, high, ok := m.mem.raised(); ok {
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"the memory limit (%s) was below what the Go runtime held: it was raised to at most %s while measuring (an eighth above the Go memory after each collection), so that the collector did not run non-stop, and restored after",
+			"the memory limit (%s) left the Go runtime less than an eighth of its memory (4 MiB at least) to allocate into: it was raised to at most %s while measuring, so that the limit did not set off collections between samples, and restored after",
 			formatValue(Heap, float64(user)), formatValue(Heap, float64(high))))
 	}
 	m.checkGoroutines(rep, gBefore, idsBefore, append([]goleak.Option{before}, cfg.ignore...))

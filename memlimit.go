@@ -9,16 +9,18 @@ import (
 // A memory limit below what the process's Go memory needs has the
 // collector run non-stop. Each sample then first waits for the collection
 // under way, whose mark began during fn's calls, before forcing its own:
-// two full collections instead of one (a 100 MiB live heap under a 64 MiB
-// limit took 80 collections and 5.9 s for a verdict instead of 52 and
-// 3.6 s). And the calls between samples run beside collections, each of
-// which lets the runtime keep a little heap (runtimeAllowance), so the
-// heap limit per call grows with them: a 64 B-per-call leak could pass.
+// two full collections instead of one (a leak beside a 100 MiB live heap
+// under a 64 MiB limit: 6.38 s to a verdict instead of 3.67 s, medians of
+// 5). And the calls between samples run beside collections, each of which
+// lets the runtime keep a little heap (runtimeAllowance), so the heap
+// limit per call grows with them (to 60 B per call once, for a function
+// making 512 B of garbage per call, measured).
 //
 // So while measuring, the limit is kept an eighth (4 MiB at least) above
 // the Go memory that the last collection left, when the user's limit is
-// lower, and restored when the measurement ends, on every path. The extra
-// memory is bounded by that eighth; a limit above it is not touched.
+// lower (a limit just above that memory sets off collections between
+// samples too), and restored when the measurement ends, on every path. The
+// extra memory is bounded by that eighth; a limit above it is not touched.
 type memLimit struct {
 	mu   sync.Mutex
 	user int64 // the limit when the measurement began

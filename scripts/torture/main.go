@@ -28,7 +28,8 @@
 // configuration — runs, outcomes, median and worst "<d> to verdict" — then
 // the case, configuration and failure text of every run that did not
 // pass, and exits 1 if any run was a false alarm, a miss, on the wrong
-// resource or a crash. The full output of those runs is kept in -logs.
+// resource or a crash. The full output of those runs is kept in -logs,
+// and so is that of the slowest run of each configuration.
 //
 // Run it from the repository root:
 //
@@ -50,7 +51,8 @@
 //	                leaktest's own one-minute Timeout so that its error is seen)
 //	-run REGEXP     only cases whose test name (TestCorpusClean/plateau/...) matches
 //	-short          quick mode for CI, as above; explicit flags still win
-//	-logs DIR       where to keep the output of failed runs (default: a temp dir)
+//	-logs DIR       where to keep the output of failed runs, and of each
+//	                configuration's slowest one (default: a temp dir)
 //
 // The binaries are built from the working tree as it is, committed or not;
 // the last line of the output names it by a hash of its .go files, go.mod
@@ -158,6 +160,7 @@ type result struct {
 	wall    time.Duration
 	detail  string // why it is not a pass, trimmed
 	log     string // file holding the full output, for failures
+	output  string // the full output, kept for the slowest run of each configuration
 }
 
 var (
@@ -169,7 +172,7 @@ var (
 	timeout   = flag.Duration("timeout", 90*time.Second, "per-process limit; a process past it is a crash")
 	runFlag   = flag.String("run", "", "only cases whose test name matches this regexp")
 	short     = flag.Bool("short", false, "quick mode for CI: reps 1 and configs "+shortConfigs)
-	logDir    = flag.String("logs", "", "directory for the output of failed runs (default: a new temp dir)")
+	logDir    = flag.String("logs", "", "directory for the output of failed runs and of each configuration's slowest (default: a new temp dir)")
 	list      = flag.Bool("list", false, "print the cases and configurations, and exit")
 	burnFlag  = flag.Bool("burn", false, "internal: spin every CPU until stdin closes")
 )
@@ -435,11 +438,12 @@ func runOne(r *result, bin, root string, env []string) {
 		}
 	}
 	r.outcome, r.detail = classify(r.c, text, err, timedOut)
+	header := fmt.Sprintf("# config %s, rep %d, wall %v, err %v\n# %s -test.v -test.count=1 -test.run '%s'\n",
+		r.cfg, r.rep, r.wall.Round(time.Millisecond), err, bin, r.c.pattern())
+	r.output = header + text
 	if r.outcome != pass && r.outcome != skip {
 		r.log = filepath.Join(*logDir, sanitize(r.cfg+"__"+r.c.full()+"__"+strconv.Itoa(r.rep))+".log")
-		header := fmt.Sprintf("# config %s, rep %d, wall %v, err %v\n# %s -test.v -test.count=1 -test.run '%s'\n",
-			r.cfg, r.rep, r.wall.Round(time.Millisecond), err, bin, r.c.pattern())
-		os.WriteFile(r.log, []byte(header+text), 0o644)
+		os.WriteFile(r.log, []byte(r.output), 0o644)
 	}
 }
 
@@ -533,6 +537,9 @@ func report(w io.Writer, all [][]result) int {
 		}
 		totalRuns += len(rs)
 		totalTimes = append(totalTimes, times...)
+		if worst.verdict > 0 { // its output, notes included, says where the time went
+			os.WriteFile(filepath.Join(*logDir, sanitize(worst.cfg+"__slowest__"+worst.c.full())+".log"), []byte(worst.output), 0o644)
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", rs[0].cfg, len(rs),
 			n[pass], n[skip], n[falseAlarm], n[miss], n[wrongResource], n[crash],
 			fmtDur(median(times)), fmtDur(maxDur(times)), worst.c.name)
@@ -542,6 +549,7 @@ func report(w io.Writer, all [][]result) int {
 		fmtDur(median(totalTimes)), fmtDur(maxDur(totalTimes)))
 	tw.Flush()
 
+	fmt.Fprintf(w, "\noutput of each configuration's slowest run: %s/*__slowest__*.log\n", *logDir)
 	if len(bad) == 0 {
 		fmt.Fprintln(w, "\nno false alarm, no miss, no wrong resource, no crash")
 		return 0
