@@ -86,9 +86,15 @@ func TestMemoryLimitRestored(t *testing.T) {
 	prev := debug.SetMemoryLimit(low)
 	defer debug.SetMemoryLimit(prev)
 
+	// Garbage left before the measurement is not in the highest limit
+	// noted: only the Go memory after its collections is.
+	require.NotNil(t, bigHeap(64<<20)) // garbage from here on
 	rep, err := Measure(func() { _ = make([]byte, 64) }, Iterations(100))
 	require.NoError(t, err)
-	assert.Contains(t, strings.Join(rep.Notes, "\n"), "the memory limit (1 MiB) left the Go runtime less than")
+	notes := strings.Join(rep.Notes, "\n")
+	assert.Contains(t, notes, "the memory limit (1 MiB) left the Go runtime less than an eighth of its memory (4 MiB at least) to allocate into: it was raised to at most ")
+	assert.Contains(t, notes, ", and restored after")
+	assert.Less(t, notedHigh(t, notes), 48.0, "MiB: garbage counted in the highest limit noted")
 	assert.Equal(t, int64(low), debug.SetMemoryLimit(-1), "after a verdict")
 
 	_, err = Measure(func() { panic("restore on panic too") }, Iterations(100))
@@ -97,10 +103,9 @@ func TestMemoryLimitRestored(t *testing.T) {
 
 	ignore := goleak.IgnoreCurrent()
 	release := make(chan struct{})
-	calls := 0
+	blockAt := 0 // the abandoned loop's own: the race detector sees no order in goleak.Find's wait
 	_, err = Measure(func() {
-		calls++
-		if calls == 10 {
+		if blockAt++; blockAt == 10 {
 			<-release
 		}
 	}, Budget(100*time.Millisecond), Timeout(300*time.Millisecond))
@@ -111,14 +116,36 @@ func TestMemoryLimitRestored(t *testing.T) {
 	assert.Equal(t, int64(low), debug.SetMemoryLimit(-1), "after the abandoned loop ended")
 
 	const own = 3 << 30
-	calls = 0
-	_, err = Measure(func() {
+	calls := 0
+	rep, err = Measure(func() {
 		if calls++; calls == 50 {
 			debug.SetMemoryLimit(own)
 		}
 	}, Iterations(100))
 	require.NoError(t, err)
 	assert.Equal(t, int64(own), debug.SetMemoryLimit(-1), "fn's own limit is kept")
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), "until the limit was set again during the measurement (by fn?), which was kept")
+}
+
+// notedHigh is the highest limit in the memory limit's note, in MiB.
+func notedHigh(t *testing.T, notes string) float64 {
+	t.Helper()
+	_, after, ok := strings.Cut(notes, "raised to at most ")
+	require.True(t, ok, notes)
+	var v float64
+	var unit string
+	_, err := fmt.Sscanf(after, "%g %3s", &v, &unit)
+	require.NoError(t, err, after)
+	switch unit {
+	case "KiB":
+		return v / 1024
+	case "MiB":
+		return v
+	case "GiB":
+		return v * 1024
+	}
+	t.Fatalf("unit %q in %q", unit, after)
+	return 0
 }
 
 // Run in a parallel test, beside parallel tests that allocate and do not

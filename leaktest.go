@@ -192,9 +192,11 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 	})
 	select {
 	case <-done:
+		m.mem.restore() // before the turn goes to the next measurement
 		defer func() { <-measuring }()
 	case <-timer.C:
 		m.abort.Store(true)
+		m.mem.restore()
 		turn.Lock()
 		abandoned = true
 		if finished {
@@ -217,10 +219,14 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 		return nil, m.err
 	}
 	rep := m.report()
-	if user, high, ok := m.mem.raised(); ok {
+	if user, high, kept, ok := m.mem.raised(); ok {
+		after := "and restored after"
+		if kept {
+			after = "until the limit was set again during the measurement (by fn?), which was kept"
+		}
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"the memory limit (%s) left the Go runtime less than an eighth of its memory (4 MiB at least) to allocate into: it was raised to at most %s while measuring, so that the limit did not set off collections between samples, and restored after",
-			formatValue(Heap, float64(user)), formatValue(Heap, float64(high))))
+			"the memory limit (%s) left the Go runtime less than an eighth of its memory (4 MiB at least) to allocate into: it was raised to at most %s while measuring, so that the limit did not set off collections between samples, %s",
+			formatValue(Heap, float64(user)), formatValue(Heap, float64(high)), after))
 	}
 	m.checkGoroutines(rep, gBefore, idsBefore, append([]goleak.Option{before}, cfg.ignore...))
 	m.checkFDs(rep, fdsBefore)

@@ -22,16 +22,23 @@ import (
 // samples too), and restored when the measurement ends, on every path. The
 // extra memory is bounded by that eighth; a limit above it is not touched.
 type memLimit struct {
-	mu   sync.Mutex
-	user int64 // the limit when the measurement began
-	set  int64 // the limit in force by this measurement's doing
-	high int64 // the highest limit set, 0 if none was
-	done bool  // restored, or given up to fn, which set a limit of its own
+	mu      sync.Mutex
+	user    int64 // the limit when the measurement began
+	set     int64 // the limit in force by this measurement's doing
+	high    int64 // the highest limit set after a sample's collection, 0 if none was
+	done    bool  // restored, or given up
+	changed bool  // given up: the limit changed under the measurement (fn set one)
 }
 
-func newMemLimit() *memLimit {
+// newMemLimit raises the limit for the Go memory before the measurement's
+// first collections, so that they do not wait for the runtime's either.
+// That memory may hold garbage, so it does not count as the highest limit.
+func newMemLimit(goMem uint64) *memLimit {
 	user := debug.SetMemoryLimit(-1)
-	return &memLimit{user: user, set: user}
+	l := &memLimit{user: user, set: user}
+	l.raise(goMem)
+	l.high = 0
+	return l
 }
 
 // headroom is the Go memory that a limit leaves free for fn's calls
@@ -49,7 +56,7 @@ func (l *memLimit) raise(goMem uint64) {
 		return
 	}
 	if debug.SetMemoryLimit(-1) != l.set {
-		l.done = true // fn set its own: leave it
+		l.done, l.changed = true, true // fn set its own: leave it
 		return
 	}
 	want := l.user
@@ -59,8 +66,8 @@ func (l *memLimit) raise(goMem uint64) {
 	if want != l.set {
 		debug.SetMemoryLimit(want)
 		l.set = want
-		l.high = max(l.high, want)
 	}
+	l.high = max(l.high, want)
 }
 
 // restore puts the user's limit back, unless fn set one of its own; no
@@ -74,10 +81,11 @@ func (l *memLimit) restore() {
 	l.done = true
 }
 
-// raised reports the user's limit and the highest one set in its place, if
-// the limit was raised.
-func (l *memLimit) raised() (user, high int64, ok bool) {
+// raised reports the user's limit and the highest one set in its place
+// after a sample's collection, if the limit was raised; kept is true when
+// the limit changed under the measurement and was left as it was.
+func (l *memLimit) raised() (user, high int64, kept, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.user, l.high, l.high > l.user
+	return l.user, l.high, l.changed, l.high > l.user
 }

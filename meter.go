@@ -169,8 +169,7 @@ func newMeter(cfg *config, fn func()) *meter {
 	// builds its tables on first use, and the first finalizer starts the
 	// runtime's finalizer goroutine.
 	metrics.Read(m.met)
-	m.mem = newMemLimit()
-	m.mem.raise(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
+	m.mem = newMemLimit(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
 	waitFinalizers()
 	if m.fds != nil {
 		m.settled, _ = m.fds.count()
