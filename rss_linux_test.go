@@ -2,8 +2,6 @@ package leaktest
 
 import (
 	"bytes"
-	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -66,24 +64,6 @@ func ringWriter(size int) (fn func(), ring []byte) {
 			off = 0
 		}
 	}, ring
-}
-
-// inFreshProcess runs the test named t.Name() again in a child process,
-// where it returns true; in the parent it returns false after checking
-// that the child passed. What this suite's other tests leave outside Go
-// (C memory freed but kept by malloc, ~20 MiB) makes the unwritten heap
-// impossible to prove, as it would in any process holding that much.
-func inFreshProcess(t *testing.T) bool {
-	t.Helper()
-	if os.Getenv("LEAKTEST_FRESH_PROCESS") == t.Name() {
-		return true
-	}
-	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.timeout=2m")
-	cmd.Env = append(os.Environ(), "LEAKTEST_FRESH_PROCESS="+t.Name())
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	require.Contains(t, string(out), "--- PASS: "+t.Name(), "%s", out)
-	return false
 }
 
 // Runs that end before, at and after the ring's wrap (call 16384) are
