@@ -17,8 +17,7 @@ import (
 // would change what fn has in flight at each sample — goroutines not yet
 // finished, their runtime structures — and that change would look like
 // growth. The rule judges the samples at 64, 128 and 256 (a leak needs two
-// judgements in a row, and every one until half the budget has passed);
-// only a run still undecided at 256 samples drops
+// judgements in a row); only a run still undecided at 256 samples drops
 // every other one and doubles the calls between samples.
 const (
 	capacity     = 256
@@ -370,16 +369,7 @@ func (m *meter) adaptive() {
 					// A leak must be found again at the next
 					// judgement, whose late window is all new samples:
 					// a step that fooled one judgement cannot fool two.
-					// And at every judgement after that until half the
-					// budget has passed: memory that follows the calls'
-					// pace (a cache of the last 20 ms of calls, on a Go
-					// map that never shrinks) steps up whenever the
-					// calls speed up, as when another process leaves the
-					// cores, and two judgements in a fraction of a
-					// second can both fall on such steps (15 false
-					// alarms in 300 runs beside another process, none
-					// with this).
-					if m.confirming && time.Since(m.start)*2 > m.cfg.budget {
+					if m.confirming {
 						return
 					}
 					m.confirming = true
