@@ -161,7 +161,6 @@ func isShort() bool {
 // and gives it back when it ends.
 func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Report, error) {
 	m := newMeter(cfg, fn)
-	defer m.mem.restore()
 	m.deadline = deadline
 	before := goleak.IgnoreCurrent()
 	fdsBefore := openFDs()

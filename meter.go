@@ -169,7 +169,7 @@ func newMeter(cfg *config, fn func()) *meter {
 	// builds its tables on first use, and the first finalizer starts the
 	// runtime's finalizer goroutine.
 	metrics.Read(m.met)
-	m.mem = newMemLimit(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
+	m.mem = newMemLimit(m.goMemory())
 	waitFinalizers()
 	if m.fds != nil {
 		m.settled, _ = m.fds.count()
@@ -568,9 +568,9 @@ func (m *meter) sample() {
 		runtime.GC()
 	}
 	metrics.Read(m.met)
-	m.mem.raise(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
+	m.mem.raise(m.goMemory())
 	live := float64(m.met[mLive].Value.Uint64())
-	goMem := float64(m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64())
+	goMem := float64(m.goMemory())
 	rss, anon, heapMem, offGo, offGoHigh := math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
 	if m.rss != nil {
 		if r, ok := m.rss.read(); ok {
@@ -626,6 +626,12 @@ func (m *meter) sample() {
 	m.sampleCost = time.Since(t)
 	m.samplesAll += m.sampleCost
 	m.sampled++
+}
+
+// goMemory is the Go runtime's memory at the last metrics.Read, less what
+// it returned to the OS.
+func (m *meter) goMemory() uint64 {
+	return m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64()
 }
 
 // fdsSettled gives closes already under way when descriptors were
@@ -710,8 +716,8 @@ func warmThreads() {
 	wg.Wait()
 }
 
-// warmGoroutines has goroutinesWarm() goroutines run at once and end, so
-// that the runtime holds that many free goroutine descriptors. It keeps up
+// warmGoroutines has 64 × GOMAXPROCS + 64 goroutines run at once and end,
+// so that the runtime holds that many free goroutine descriptors. It keeps up
 // to 64 free ones per P and the rest in a global list, and allocates a new
 // one only when both the starting P's and the global list are empty; it
 // never frees one. A function whose goroutines start on one P and end on
@@ -724,7 +730,7 @@ func warmThreads() {
 // descriptors than all the Ps' lists can hold, the global list is never
 // empty while fewer than 64 of fn's goroutines run at once.
 func warmGoroutines() {
-	n := goroutinesWarm()
+	n := 64*runtime.GOMAXPROCS(0) + 64 // more than every P's list holds
 	before := runtime.NumGoroutine()
 	var started, ended sync.WaitGroup
 	started.Add(n)
@@ -746,10 +752,6 @@ func warmGoroutines() {
 		time.Sleep(100 * time.Microsecond)
 	}
 }
-
-// goroutinesWarm is the number of goroutines warmGoroutines runs: more
-// than every P's list of free descriptors holds.
-func goroutinesWarm() int { return 64*runtime.GOMAXPROCS(0) + 64 }
 
 // threadsWarm is the GOMAXPROCS that warmThreads last ran for.
 var threadsWarm atomic.Int32
