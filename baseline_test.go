@@ -4,6 +4,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,9 +102,23 @@ func TestBaselineGate(t *testing.T) {
 	tb := &fakeTB{name: "TestA"}
 	Run(tb, leak48, opts...)
 	require.Len(t, tb.errors, 1, "%v", tb.errors)
-	assert.Contains(t, tb.errors[0], "heap regressed: +48 B per call, was +0 B")
-	assert.Contains(t, tb.errors[0], "baseline:   +0 B per call ("+file+")")
-	assert.Contains(t, tb.errors[0], "tolerance:  16 B per call")
+	// The estimate can be a fraction of a byte off (+48.1 B once in CI's
+	// -race run of the whole package; not reproduced in 20 runs of this
+	// test alone): the figures are checked within the 5% that
+	// TestReportedGrowthIsWithin5Percent holds them to, the text around
+	// them exactly.
+	got := regexp.MustCompile(`heap regressed: \+(\S+) B per call, was \+0 B\s+` +
+		`per call:   \+(\S+) B ± \S+ B\s+` +
+		`baseline:   \+0 B per call \(` + regexp.QuoteMeta(file) + `\)\s+` +
+		`tolerance:  (\S+) B per call`).FindStringSubmatch(tb.errors[0])
+	require.NotNil(t, got, tb.errors[0])
+	assert.Equal(t, got[1], got[2])
+	perCall, err := strconv.ParseFloat(got[1], 64)
+	require.NoError(t, err)
+	assert.InEpsilon(t, 48, perCall, 0.05, got[0])
+	tol, err := strconv.ParseFloat(got[3], 64)
+	require.NoError(t, err)
+	assert.InEpsilon(t, 16, tol, 0.05, got[0]) // 16 B + 10% of 0 B + the uncertainty
 
 	// Record the leak, then improve: passes.
 	t.Setenv("LEAKTEST_BASELINE_UPDATE", "1")
