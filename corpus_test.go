@@ -277,6 +277,31 @@ var cleanCorpus = []workload{
 			delete(m, i-200)
 		}, nil
 	}},
+	// A TTL cache: entries expire 20 ms after they were added, so the
+	// map holds the last 20 ms of calls. Go maps never shrink: the map's
+	// memory is that of the fastest 20 ms so far, and it steps up
+	// whenever the calls speed up (another process ends, the CPU's clock
+	// rises) — bounded, and a false alarm for a judgement that lands on
+	// two such steps.
+	{name: "plateau/ttl-cache-20ms", setup: func(testing.TB) (func(), func()) {
+		type added struct {
+			key int
+			at  time.Time
+		}
+		m := map[int][]byte{}
+		var queue []added
+		key := 0
+		return func() {
+			now := time.Now()
+			key++
+			m[key] = make([]byte, 64)
+			queue = append(queue, added{key, now})
+			for len(queue) > 0 && now.Sub(queue[0].at) > 20*time.Millisecond {
+				delete(m, queue[0].key)
+				queue = queue[1:]
+			}
+		}, nil
+	}},
 	{name: "step/lazy-init-at-call-150", setup: func(testing.TB) (func(), func()) {
 		calls := 0
 		var table []byte

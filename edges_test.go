@@ -27,9 +27,10 @@ func TestOneGiBPerCallStopsEarly(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("allocates several GiB")
 	}
-	defer releaseKept()
+	defer func() { chained = nil }()
 	start := time.Now()
-	rep, err := Measure(keep(1 << 30))
+	calls, leak := 0, keep[[1<<30 - 8]byte]()
+	rep, err := Measure(func() { calls++; leak() })
 	require.NoError(t, err)
 	f := rep.finding(Heap)
 	require.NotNil(t, f, "%s", rep)
@@ -37,7 +38,7 @@ func TestOneGiBPerCallStopsEarly(t *testing.T) {
 	assert.Contains(t, f.Detail, "stopped early")
 	last := rep.Series[0].Values[len(rep.Series[0].Values)-1]
 	assert.Less(t, last, 8.0*(1<<30), "stopped before memory ran out")
-	t.Logf("%v, %d calls, heap at %s", time.Since(start), nextSlot, formatValue(Heap, last))
+	t.Logf("%v, %d calls, heap at %s", time.Since(start), calls, formatValue(Heap, last))
 }
 
 func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
@@ -57,14 +58,14 @@ func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
 	// had the collector run between samples and each sample wait for the
 	// collection under way before forcing its own (130 collections instead
 	// of 68, measured). A small leak is caught under the limit.
-	defer releaseKept()
-	leak := keep(32)
+	defer func() { chained = nil }()
+	leak := keep[[32 - 8]byte]()
 	leaky := func() { garbage(); leak() }
 	limited := collections(func() { rep, err = Measure(leaky, Iterations(2000)) })
 	require.NoError(t, err)
 	require.NotNil(t, rep.finding(Heap), "%s", rep)
 	assert.InEpsilon(t, 32, rep.finding(Heap).PerIteration, 0.05)
-	releaseKept()
+	chained = nil
 	debug.SetMemoryLimit(math.MaxInt64)
 	free := collections(func() { _, _ = Measure(leaky, Iterations(2000)) })
 	debug.SetMemoryLimit(8 << 20)

@@ -17,8 +17,9 @@ import (
 // would change what fn has in flight at each sample — goroutines not yet
 // finished, their runtime structures — and that change would look like
 // growth. The rule judges the samples at 64, 128 and 256 (a leak needs two
-// judgements in a row); only a run still undecided at 256 samples drops
-// every other one and doubles the calls between samples.
+// judgements in a row, and every one until half the budget has passed
+// unless it grew by an eighth of the guard); only a run still undecided at
+// 256 samples drops every other one and doubles the calls between samples.
 const (
 	capacity     = 256
 	firstVerdict = 64        // samples before the first judgement
@@ -369,7 +370,17 @@ func (m *meter) adaptive() {
 					// A leak must be found again at the next
 					// judgement, whose late window is all new samples:
 					// a step that fooled one judgement cannot fool two.
-					if m.confirming {
+					// And at every judgement after that until half the
+					// budget has passed: memory that follows the calls'
+					// pace (a cache of the last 20 ms of calls, on a Go
+					// map that never shrinks) steps up whenever the
+					// calls speed up, as when another process leaves the
+					// cores, and two judgements a fraction of a second
+					// apart can both fall on such steps. Growth of an
+					// eighth of the guard ends the run at once: a fast
+					// leak of kernel objects (a mapping per call) would
+					// exhaust them first.
+					if m.confirming && (time.Since(m.start)*2 > m.cfg.budget || m.grownLarge()) {
 						return
 					}
 					m.confirming = true
@@ -653,6 +664,43 @@ func (m *meter) fdsSettled(n int) int {
 	return n
 }
 
+// guarded lists the series that guard and grownLarge watch: each with the
+// judged series it stands for and the growth that stops the loop.
+var guarded = [...]struct {
+	series, judged int
+	max            float64
+}{{sHeap, sHeap, guardBytes}, {sAnon, sOffGo, guardBytes}, {sFDs, sFDs, guardFDs}}
+
+// growth is how far series guarded[g] has grown since the first call, as a
+// fraction of its guard (0 for the Go heap written for the first time, by
+// settleUnwritten's estimate, and where the series is not measured).
+func (m *meter) growth(g int) float64 {
+	sr := guarded[g]
+	last := m.n - 1
+	if sr.series == sAnon && m.guardBase[sHeapMem]-m.guardBase[sAnon] > rssFloor && m.ys[sOffGo][last] <= 0 {
+		return 0
+	}
+	d := m.ys[sr.series][last] - m.guardBase[sr.series]
+	if math.IsNaN(d) {
+		return 0
+	}
+	return d / sr.max
+}
+
+// grownLarge reports growth of an eighth of a guard, or of guardFDs/8
+// goroutines, since the first call.
+func (m *meter) grownLarge() bool {
+	if !m.hasGuard {
+		return false
+	}
+	for g := range guarded {
+		if m.growth(g) > 1.0/8 {
+			return true
+		}
+	}
+	return m.ys[sGoroutines][m.n-1]-m.guardBase[sGoroutines] > guardFDs/8
+}
+
 // guard stops the loop when the heap or RSS outside mapped files has grown by more than
 // guardBytes (or the descriptors by more than guardFDs) since the first
 // call and rose at each of the last three samples: no cache grows that
@@ -662,17 +710,11 @@ func (m *meter) guard() bool {
 		return false
 	}
 	last := m.n - 1
-	for _, g := range [...]struct {
-		series, judged int
-		max            float64
-	}{{sHeap, sHeap, guardBytes}, {sAnon, sOffGo, guardBytes}, {sFDs, sFDs, guardFDs}} {
-		y := m.ys[g.series]
-		if !(y[last]-m.guardBase[g.series] > g.max) {
+	for i, g := range guarded {
+		if !(m.growth(i) > 1) {
 			continue
 		}
-		if g.series == sAnon && m.guardBase[sHeapMem]-m.guardBase[sAnon] > rssFloor && m.ys[sOffGo][last] <= 0 {
-			continue // the Go heap written for the first time, by settleUnwritten's estimate
-		}
+		y := m.ys[g.series]
 		if y[last] > y[last-1] && y[last-1] > y[last-2] && y[last-2] > y[last-3] {
 			m.guarded = g.judged
 			return true
