@@ -84,6 +84,7 @@ type meter struct {
 	ys      [][]float64 // numSeries built-in series, then one per Track gauge
 	dropped []float64   // descriptors closed by the collector at each sample
 	cycles  []float64   // collections completed by each sample
+	ts      []float64   // seconds since start at each sample
 	n       int         // samples held
 	calls   int
 	loopID  int64   // the goroutine that calls fn
@@ -140,6 +141,7 @@ func newMeter(cfg *config, fn func()) *meter {
 		knownY:  make([]float64, 0, capacity+1),
 		dropped: make([]float64, 0, capacity+1),
 		cycles:  make([]float64, 0, capacity+1),
+		ts:      make([]float64, 0, capacity+1),
 		met: []metrics.Sample{
 			mLive:     {Name: "/gc/heap/live:bytes"},
 			mTotal:    {Name: "/memory/classes/total:bytes"},
@@ -370,17 +372,19 @@ func (m *meter) adaptive() {
 					// A leak must be found again at the next
 					// judgement, whose late window is all new samples:
 					// a step that fooled one judgement cannot fool two.
-					// And at every judgement after that until half the
-					// budget has passed: memory that follows the calls'
-					// pace (a cache of the last 20 ms of calls, on a Go
-					// map that never shrinks) steps up whenever the
-					// calls speed up, as when another process leaves the
-					// cores, and two judgements a fraction of a second
-					// apart can both fall on such steps. Growth of an
-					// eighth of the guard ends the run at once: a fast
-					// leak of kernel objects (a mapping per call) would
-					// exhaust them first.
-					if m.confirming && (time.Since(m.start)*2 > m.cfg.budget || m.grownLarge()) {
+					// Where the calls sped up in the late window, at
+					// every judgement until half the budget has passed:
+					// memory that follows the calls' pace (a cache of the
+					// last 20 ms of calls, on a Go map that never
+					// shrinks) steps up whenever they speed up, as when
+					// another process leaves the cores, and two
+					// judgements a fraction of a second apart can both
+					// fall on such steps. (A leak's calls tend to slow
+					// down, as each collection has more to mark.) Growth
+					// of an eighth of the guard ends the run at once: a
+					// fast leak of kernel objects (a mapping per call)
+					// would exhaust them first.
+					if m.confirming && (!m.spedUp() || time.Since(m.start)*2 > m.cfg.budget || m.grownLarge()) {
 						return
 					}
 					m.confirming = true
@@ -497,7 +501,8 @@ func (m *meter) restart() {
 	m.xs[0] = m.xs[last]
 	m.dropped[0] = m.dropped[last]
 	m.cycles[0] = m.cycles[last]
-	m.xs, m.dropped, m.cycles = m.xs[:1], m.dropped[:1], m.cycles[:1]
+	m.ts[0] = m.ts[last]
+	m.xs, m.dropped, m.cycles, m.ts = m.xs[:1], m.dropped[:1], m.cycles[:1], m.ts[:1]
 	for s := range m.ys {
 		m.ys[s][0] = m.ys[s][last]
 		m.ys[s] = m.ys[s][:1]
@@ -548,6 +553,7 @@ func (m *meter) decimate() {
 		m.xs[keep] = m.xs[i]
 		m.dropped[keep] = m.dropped[i]
 		m.cycles[keep] = m.cycles[i]
+		m.ts[keep] = m.ts[i]
 		for s := range m.ys {
 			m.ys[s][keep] = m.ys[s][i]
 		}
@@ -557,6 +563,7 @@ func (m *meter) decimate() {
 	m.xs = m.xs[:keep]
 	m.dropped = m.dropped[:keep]
 	m.cycles = m.cycles[:keep]
+	m.ts = m.ts[:keep]
 	for s := range m.ys {
 		m.ys[s] = m.ys[s][:keep]
 	}
@@ -611,6 +618,7 @@ func (m *meter) sample() {
 	m.xs = append(m.xs, float64(m.calls))
 	m.dropped = append(m.dropped, dropped)
 	m.cycles = append(m.cycles, float64(m.met[mCycles].Value.Uint64()))
+	m.ts = append(m.ts, time.Since(m.start).Seconds())
 	m.ys[sHeap] = append(m.ys[sHeap], live)
 	m.ys[sRSS] = append(m.ys[sRSS], rss)
 	m.ys[sOffGo] = append(m.ys[sOffGo], offGo)
@@ -685,6 +693,19 @@ func (m *meter) growth(g int) float64 {
 		return 0
 	}
 	return d / sr.max
+}
+
+// spedUp reports whether calls, samples included, came faster in the
+// judged late window than before it, since the rhythm began.
+func (m *meter) spedUp() bool {
+	_, mid := m.window()
+	last := m.n - 1
+	if mid <= 0 || mid >= last {
+		return false
+	}
+	before := (m.xs[mid] - m.xs[0]) / (m.ts[mid] - m.ts[0])
+	late := (m.xs[last] - m.xs[mid]) / (m.ts[last] - m.ts[mid])
+	return late > before
 }
 
 // grownLarge reports growth of an eighth of a guard, or of guardFDs/8
