@@ -113,6 +113,7 @@ func (m *meter) attribute(slope, limit float64) {
 	// it count them and the first reading needs no collection of its
 	// own: with a large live heap each costs tens of ms.
 	recs := make([]runtime.MemProfileRecord, profileLen()+256)
+	midRecs := make([]runtime.MemProfileRecord, len(recs))
 	settleProfile()
 	base, grew := memRecords(recs)
 	if m.cfg.reportDir != "" {
@@ -140,6 +141,10 @@ func (m *meter) attribute(slope, limit float64) {
 		more := time.Since(t0) / time.Duration(w) * time.Duration(k) * 3 / 2
 		return time.Until(m.deadline) >= more+m.cfg.timeout/10
 	}
+	// The profile halfway through a first window shorter than full: what
+	// fn's code kept in the window's second half alone (userLate).
+	var mid []runtime.MemProfileRecord
+	midDone := 0
 	for done, group, extended := 0, 1, 0; ; {
 		// The window keeps something of the measuring rhythm, so that
 		// what grows per collection grows here too, at a fraction of the
@@ -157,6 +162,11 @@ func (m *meter) attribute(slope, limit float64) {
 			if group%every == 0 {
 				read()
 			}
+			if w < full && midDone == 0 && 2*done >= w {
+				settleProfile()
+				mid, _ = memRecords(midRecs)
+				midDone = done
+			}
 		}
 		settleProfile()
 		read()
@@ -165,6 +175,11 @@ func (m *meter) attribute(slope, limit float64) {
 		a.calls = w
 		a.sites, user, rt = diffSites(base, end, w)
 		a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
+		userLate := a.user
+		if w < full && midDone > 0 && midDone < w {
+			_, late, _ := diffSites(mid, end, w-midDone)
+			userLate = float64(late) / float64(w-midDone)
+		}
 		a.trend = m.st.fitTrend(xs, ys, ciZ).slope
 		a.heap = windowGrowth(xs, ys, a.trend)
 		a.late = a.heap
@@ -177,7 +192,11 @@ func (m *meter) attribute(slope, limit float64) {
 		// in the heap's trend, a linear leak shows in both), and when it
 		// fits before the Timeout (at the rate of this window's calls,
 		// every allocation profiled, with room to spare).
-		again := min(a.user, a.trend-a.runtime) >= slope/2
+		// fn's code must keep it in the window's second half too: what a
+		// clean fn holds in flight (the last 20 ms of a TTL cache's
+		// entries) reads as kept by a window of any length, the same
+		// amount, so in the first half only.
+		again := min(a.user, userLate, a.trend-a.runtime) >= slope/2
 		switch {
 		case w >= full:
 			// A full window whose growth fn's code did not keep, but

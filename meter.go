@@ -17,8 +17,7 @@ import (
 // would change what fn has in flight at each sample — goroutines not yet
 // finished, their runtime structures — and that change would look like
 // growth. The rule judges the samples at 64, 128 and 256 (a leak needs two
-// judgements in a row, and every one until half the budget has passed
-// unless it grew by an eighth of the guard); only a run still undecided at
+// judgements in a row, more where the calls sped up); only a run still undecided at
 // 256 samples drops every other one and doubles the calls between samples.
 const (
 	capacity     = 256
@@ -372,19 +371,20 @@ func (m *meter) adaptive() {
 					// A leak must be found again at the next
 					// judgement, whose late window is all new samples:
 					// a step that fooled one judgement cannot fool two.
-					// Where the calls sped up in the late window, at
-					// every judgement until half the budget has passed:
-					// memory that follows the calls' pace (a cache of the
-					// last 20 ms of calls, on a Go map that never
-					// shrinks) steps up whenever they speed up, as when
-					// another process leaves the cores, and two
-					// judgements a fraction of a second apart can both
-					// fall on such steps. (A leak's calls tend to slow
-					// down, as each collection has more to mark.) Growth
-					// of an eighth of the guard ends the run at once: a
+					// Unless the calls came faster in that late window
+					// than before it: memory that follows the calls'
+					// pace (a cache of the last 20 ms of calls, on a Go
+					// map that never shrinks) steps up whenever they
+					// speed up, as when another process leaves the
+					// cores, and judgements a fraction of a second
+					// apart can all fall on such steps. Then the run
+					// goes on to a judgement that did not speed up, or
+					// to the budget's end. (A leak's calls rarely speed
+					// up: each collection has more to mark.) Growth of
+					// an eighth of the guard ends the run at once: a
 					// fast leak of kernel objects (a mapping per call)
 					// would exhaust them first.
-					if m.confirming && (!m.spedUp() || time.Since(m.start)*2 > m.cfg.budget || m.grownLarge()) {
+					if m.confirming && (!m.spedUp() || m.grownLarge()) {
 						return
 					}
 					m.confirming = true
