@@ -17,8 +17,9 @@ import (
 // would change what fn has in flight at each sample — goroutines not yet
 // finished, their runtime structures — and that change would look like
 // growth. The rule judges the samples at 64, 128 and 256 (a leak needs two
-// judgements in a row, more where the calls sped up); only a run still undecided at
-// 256 samples drops every other one and doubles the calls between samples.
+// judgements in a row, more where the calls sped up); only a run still
+// undecided at 256 samples drops every other one and doubles the calls
+// between samples.
 const (
 	capacity     = 256
 	firstVerdict = 64        // samples before the first judgement
@@ -672,18 +673,18 @@ func (m *meter) fdsSettled(n int) int {
 	return n
 }
 
-// guarded lists the series that guard and grownLarge watch: each with the
+// guards lists the series that guard and grownLarge watch: each with the
 // judged series it stands for and the growth that stops the loop.
-var guarded = [...]struct {
+var guards = [...]struct {
 	series, judged int
 	max            float64
 }{{sHeap, sHeap, guardBytes}, {sAnon, sOffGo, guardBytes}, {sFDs, sFDs, guardFDs}}
 
-// growth is how far series guarded[g] has grown since the first call, as a
+// growth is how far series guards[g] has grown since the first call, as a
 // fraction of its guard (0 for the Go heap written for the first time, by
 // settleUnwritten's estimate, and where the series is not measured).
 func (m *meter) growth(g int) float64 {
-	sr := guarded[g]
+	sr := guards[g]
 	last := m.n - 1
 	if sr.series == sAnon && m.guardBase[sHeapMem]-m.guardBase[sAnon] > rssFloor && m.ys[sOffGo][last] <= 0 {
 		return 0
@@ -714,7 +715,7 @@ func (m *meter) grownLarge() bool {
 	if !m.hasGuard {
 		return false
 	}
-	for g := range guarded {
+	for g := range guards {
 		if m.growth(g) > 1.0/8 {
 			return true
 		}
@@ -731,7 +732,7 @@ func (m *meter) guard() bool {
 		return false
 	}
 	last := m.n - 1
-	for i, g := range guarded {
+	for i, g := range guards {
 		if !(m.growth(i) > 1) {
 			continue
 		}
