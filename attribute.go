@@ -113,7 +113,12 @@ func (m *meter) attribute(slope, limit float64) {
 	// it count them and the first reading needs no collection of its
 	// own: with a large live heap each costs tens of ms.
 	recs := make([]runtime.MemProfileRecord, profileLen()+256)
-	midRecs := make([]runtime.MemProfileRecord, len(recs))
+	var midRecs []runtime.MemProfileRecord
+	if w < full {
+		// Room for the window's new allocation sites too: allocated
+		// halfway through, the records would read as a step.
+		midRecs = make([]runtime.MemProfileRecord, 2*len(recs))
+	}
 	settleProfile()
 	base, grew := memRecords(recs)
 	if m.cfg.reportDir != "" {
@@ -164,8 +169,13 @@ func (m *meter) attribute(slope, limit float64) {
 			}
 			if w < full && midDone == 0 && 2*done >= w {
 				settleProfile()
-				mid, _ = memRecords(midRecs)
-				midDone = done
+				// Without room, no mid profile (midDone -1): the
+				// window is judged as a whole.
+				if k, ok := runtime.MemProfile(midRecs, true); ok {
+					mid, midDone = midRecs[:k], done
+				} else {
+					midDone = -1
+				}
 			}
 		}
 		settleProfile()
@@ -194,8 +204,10 @@ func (m *meter) attribute(slope, limit float64) {
 		// every allocation profiled, with room to spare).
 		// fn's code must keep it in the window's second half too: what a
 		// clean fn holds in flight (the last 20 ms of a TTL cache's
-		// entries) reads as kept by a window of any length, the same
-		// amount, so in the first half only.
+		// entries) reads as kept by a window of any length longer than
+		// the time it is held, the same amount, so in the first half
+		// only. (A window whose half is shorter than that sees it as
+		// kept in both halves: see the README's Limits.)
 		again := min(a.user, userLate, a.trend-a.runtime) >= slope/2
 		switch {
 		case w >= full:

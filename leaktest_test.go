@@ -763,8 +763,68 @@ func TestSampleAllocatesNothing(t *testing.T) {
 		m.st.judge(m.xs, m.ys[sHeap], 0, m.n/2, 4)
 		m.overall() // every series, RSS's checks included
 		m.guard()
+		m.spedUp()
+		m.grownLarge()
 	})
 	assert.Zero(t, allocs)
+}
+
+// spedUp compares the judged windows' call rates, leaving out the
+// calibration samples one call apart; grownLarge trips at an eighth of a
+// guard.
+func TestSpedUpAndGrownLarge(t *testing.T) {
+	m := newMeter(newConfig(false, nil), func() {})
+	defer m.close()
+	// 65 samples (a judgement at 64: windows [16, 32] and [32, 64]): the
+	// calibration, then 64 calls a sample at rate r1, then from sample 32
+	// at rate r2 calls per second.
+	fill := func(r1, r2 float64) {
+		m.n = 0
+		m.xs, m.ts = m.xs[:0], m.ts[:0]
+		for s := range m.ys {
+			m.ys[s] = m.ys[s][:0]
+		}
+		x, ts := 0.0, 0.0
+		for i := 0; i <= 64; i++ {
+			switch {
+			case i == 0:
+			case i <= 2: // one call each, a slow sample's worth of time
+				x, ts = x+1, ts+0.01
+			case i <= 32:
+				x, ts = x+64, ts+64/r1
+			default:
+				x, ts = x+64, ts+64/r2
+			}
+			m.xs, m.ts = append(m.xs, x), append(m.ts, ts)
+			for s := range m.ys {
+				m.ys[s] = append(m.ys[s], 0)
+			}
+			m.n++
+		}
+	}
+	fill(1e5, 1e5)
+	assert.False(t, m.spedUp(), "an even pace, slow calibration before it")
+	fill(1e5, 1.1e5)
+	assert.True(t, m.spedUp())
+	fill(1e5, 0.9e5)
+	assert.False(t, m.spedUp())
+
+	m.hasGuard = true
+	for s := range m.guardBase {
+		m.guardBase[s] = 0
+	}
+	last := m.n - 1
+	assert.False(t, m.grownLarge())
+	m.ys[sHeap][last] = guardBytes / 8
+	assert.False(t, m.grownLarge(), "an eighth is not past it")
+	m.ys[sHeap][last] = guardBytes/8 + 1
+	assert.True(t, m.grownLarge())
+	m.ys[sHeap][last] = 0
+	m.ys[sGoroutines][last] = guardFDs/8 + 1
+	assert.True(t, m.grownLarge())
+	m.ys[sGoroutines][last] = 0
+	m.ys[sFDs][last] = guardFDs/8 + 1
+	assert.True(t, m.grownLarge())
 }
 
 func TestParseGoroutine(t *testing.T) {

@@ -697,14 +697,17 @@ func (m *meter) growth(g int) float64 {
 }
 
 // spedUp reports whether calls, samples included, came faster in the
-// judged late window than before it, since the rhythm began.
+// judged late window than in the early one. The early window starts at
+// sample 2 at the soonest: the samples before are one call apart
+// (calibration), and their cost would make any run look faster later.
 func (m *meter) spedUp() bool {
-	_, mid := m.window()
+	r0, mid := m.window()
+	r0 = max(r0, 2)
 	last := m.n - 1
-	if mid <= 0 || mid >= last {
+	if mid <= r0 || mid >= last {
 		return false
 	}
-	before := (m.xs[mid] - m.xs[0]) / (m.ts[mid] - m.ts[0])
+	before := (m.xs[mid] - m.xs[r0]) / (m.ts[mid] - m.ts[r0])
 	late := (m.xs[last] - m.xs[mid]) / (m.ts[last] - m.ts[mid])
 	return late > before
 }

@@ -12,8 +12,9 @@ import (
 // Leaks of known size. Each call keeps one object that links to the
 // previous call's, from a package variable: nothing but the object itself
 // is retained per call (no slice to grow, no array of slots to run out
-// of: a leak is confirmed only at half the budget, after a million calls
-// of the fastest), so live heap after a collection is exact, and the
+// of: a leak whose calls came faster late in the run is confirmed only
+// later, up to the budget's end, after a million calls of the fastest),
+// so live heap after a collection is exact, and the
 // object's size class is the truth. The link comes first, so that the
 // collector scans 8 bytes of each object, not all of a 1 GiB one.
 type link[P any] struct {
