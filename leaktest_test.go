@@ -769,16 +769,15 @@ func TestSampleAllocatesNothing(t *testing.T) {
 	assert.Zero(t, allocs)
 }
 
-// spedUp compares the judged windows' call rates, leaving out the
-// calibration samples one call apart; grownLarge trips at an eighth of a
-// guard.
+// spedUp compares the late window's call rate with the rate since the
+// start, calibration included; grownLarge trips at an eighth of a guard.
 func TestSpedUpAndGrownLarge(t *testing.T) {
 	m := newMeter(newConfig(false, nil), func() {})
 	defer m.close()
 	// 65 samples (a judgement at 64: windows [16, 32] and [32, 64]): the
 	// calibration, then 64 calls a sample at rate r1, then from sample 32
 	// at rate r2 calls per second.
-	fill := func(r1, r2 float64) {
+	fill := func(calibration, r1, r2 float64) {
 		m.n = 0
 		m.xs, m.ts = m.xs[:0], m.ts[:0]
 		for s := range m.ys {
@@ -788,8 +787,8 @@ func TestSpedUpAndGrownLarge(t *testing.T) {
 		for i := 0; i <= 64; i++ {
 			switch {
 			case i == 0:
-			case i <= 2: // one call each, a slow sample's worth of time
-				x, ts = x+1, ts+0.01
+			case i <= 2: // one call each
+				x, ts = x+1, ts+calibration
 			case i <= 32:
 				x, ts = x+64, ts+64/r1
 			default:
@@ -802,12 +801,16 @@ func TestSpedUpAndGrownLarge(t *testing.T) {
 			m.n++
 		}
 	}
-	fill(1e5, 1e5)
-	assert.False(t, m.spedUp(), "an even pace, slow calibration before it")
-	fill(1e5, 1.1e5)
+	fill(1e-5, 1e5, 1e5)
+	assert.False(t, m.spedUp(), "an even pace")
+	fill(1e-5, 1e5, 1.1e5)
 	assert.True(t, m.spedUp())
-	fill(1e5, 0.9e5)
+	fill(1e-5, 1e5, 0.9e5)
 	assert.False(t, m.spedUp())
+	// Slow calibration samples count as slow calls before: an even pace
+	// after them reads as sped up (the rule's lean, see spedUp).
+	fill(0.01, 1e5, 1e5)
+	assert.True(t, m.spedUp())
 
 	m.hasGuard = true
 	for s := range m.guardBase {
