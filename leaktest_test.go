@@ -828,6 +828,16 @@ func TestSpedUpAndGrownLarge(t *testing.T) {
 	m.ys[sGoroutines][last] = 0
 	m.ys[sFDs][last] = guardFDs/8 + 1
 	assert.True(t, m.grownLarge())
+	m.ys[sFDs][last] = 0
+
+	// RSS 300 MiB past its start and rising: the guard stops the loop,
+	// except under the race detector, whose shadow memory follows the
+	// heap there (the heap's own guard stops a heap leak).
+	for i := 1; i <= 4; i++ {
+		m.ys[sAnon][last-4+i] = 300<<20 + float64(i)
+		m.ys[sOffGo][last-4+i] = 300<<20 + float64(i)
+	}
+	assert.Equal(t, !raceEnabled, m.guard())
 }
 
 func TestParseGoroutine(t *testing.T) {
