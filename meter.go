@@ -708,7 +708,10 @@ func (m *meter) growth(g int) float64 {
 const raceRSSGuard = 8
 
 // spedUp reports whether calls, samples included, came faster in the
-// judged late window than before it, since the rhythm began. The rate
+// judged late window than before it, counted from the first sample,
+// across decimations too (each spreads a sample's cost over twice the
+// calls, so later judgements read as sped up and a leak held back there
+// waits for the budget's end; README, Limits). The rate
 // before counts the calibration's samples one call apart, slow for their
 // calls, so that it leans towards "sped up", on purpose: a TTL cache's
 // map holds as much as its fastest stretch of calls since the start, so
