@@ -678,7 +678,15 @@ func (m *meter) fdsSettled(n int) int {
 var guards = [...]struct {
 	series, judged int
 	max            float64
-}{{sHeap, sHeap, guardBytes}, {sAnon, sOffGo, guardBytes}, {sFDs, sFDs, guardFDs}}
+}{{sHeap, sHeap, guardBytes}, {sAnon, sOffGo, rssGuard}, {sFDs, sFDs, guardFDs}}
+
+// rssGuard is the guard on RSS outside mapped files. Under the race
+// detector, whose shadow memory follows the heap outside it (3.7 MiB of
+// RSS per MiB of heap measured here), it is 8 times larger: at the plain
+// guard, a heap leak of 1 MiB per call stopped on RSS, which the race
+// detector leaves unjudged, before the heap had the samples for a verdict
+// (a miss). The heap's guard comes first.
+const rssGuard = guardBytes * rssGuardFactor
 
 // growth is how far series guards[g] has grown since the first call, as a
 // fraction of its guard (0 for the Go heap written for the first time, by
@@ -693,31 +701,18 @@ func (m *meter) growth(g int) float64 {
 	if math.IsNaN(d) {
 		return 0
 	}
-	if raceEnabled && sr.series == sAnon {
-		// The race detector's shadow memory follows the heap outside it
-		// (3.7 MiB of RSS per MiB of heap measured here): at the plain
-		// guard, a heap leak of 1 MiB per call stopped on RSS, which the
-		// race detector leaves unjudged, before the heap had the
-		// samples for a verdict (a miss). The heap's guard comes first.
-		return d / (raceRSSGuard * sr.max)
-	}
 	return d / sr.max
 }
 
-// raceRSSGuard multiplies the guard on RSS under the race detector.
-const raceRSSGuard = 8
-
 // spedUp reports whether calls, samples included, came faster in the
-// judged late window than before it, counted from the first sample,
-// across decimations too (each spreads a sample's cost over twice the
-// calls, so later judgements read as sped up and a leak held back there
-// waits for the budget's end; README, Limits). The rate
-// before counts the calibration's samples one call apart, slow for their
-// calls, so that it leans towards "sped up", on purpose: a TTL cache's
-// map holds as much as its fastest stretch of calls since the start, so
-// the comparison must reach back to the start. Measured from the judged
-// early window instead, the TTL cache of the corpus failed 5 of 100
-// fresh-process runs (baseline and GOGC=off), against none in 500 so.
+// judged late window than before it, counted from the first sample. It
+// leans towards "sped up", on purpose: a TTL cache's map holds as much as
+// its fastest stretch of calls since the start, so the comparison reaches
+// back to the start, the calibration's slow one-call samples included
+// (measured from the judged early window instead, the corpus's TTL cache
+// failed 5 of 100 fresh-process runs). Across decimations too: each
+// spreads a sample's cost over twice the calls, so later judgements read
+// as sped up, and a leak held back there waits for the budget's end.
 func (m *meter) spedUp() bool {
 	_, mid := m.window()
 	last := m.n - 1

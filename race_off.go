@@ -3,3 +3,6 @@
 package leaktest
 
 const raceEnabled = false
+
+// rssGuardFactor sizes rssGuard.
+const rssGuardFactor = 1
