@@ -769,6 +769,18 @@ func TestSampleAllocatesNothing(t *testing.T) {
 	assert.Zero(t, allocs)
 }
 
+// A leak is confirmed no sooner than minLeakRun into the run, however
+// fast the calls: at GOMAXPROCS=1 a fast fn's first two judgements fall
+// within 90 ms, where a TTL cache's map is still growing.
+func TestLeakNotConfirmedBeforeMinLeakRun(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	defer func() { sinkBytes = nil }()
+	rep, err := Measure(func() { sinkBytes = append(sinkBytes, make([]byte, 64)) })
+	require.NoError(t, err)
+	require.True(t, rep.Leaked(), "%s", rep)
+	assert.GreaterOrEqual(t, rep.Elapsed, minLeakRun)
+}
+
 // spedUp compares the late window's call rate with the rate since the
 // start, calibration included; grownLarge trips at an eighth of a guard.
 func TestSpedUpAndGrownLarge(t *testing.T) {

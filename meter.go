@@ -32,6 +32,10 @@ const (
 	guardFDs     = 2048      // and before descriptors do
 )
 
+// minLeakRun is how far into a run a leak can be confirmed at the
+// earliest, unless it has grown large (see adaptive).
+const minLeakRun = 150 * time.Millisecond
+
 // The series sampled. offGo is RSS, less its pages of mapped files, minus
 // the memory the Go runtime holds: the part of RSS that the Heap series
 // cannot explain. File pages are left out because the kernel reads and
@@ -381,11 +385,15 @@ func (m *meter) adaptive() {
 					// apart can all fall on such steps. Then the run
 					// goes on to a judgement that did not speed up, or
 					// to the budget's end. (A leak's calls rarely speed
-					// up: each collection has more to mark.) Growth of
+					// up: each collection has more to mark.) Nor before
+					// minLeakRun: such a cache keeps growing for a while
+					// after it first fills, as its fastest stretch of
+					// calls rises, and at GOMAXPROCS=1 a fast fn's first
+					// judgements all fall within 90 ms. Growth of
 					// an eighth of the guard ends the run at once: a
 					// fast leak of kernel objects (a mapping per call)
 					// would exhaust them first.
-					if m.confirming && (!m.spedUp() || m.grownLarge()) {
+					if m.confirming && (m.grownLarge() || time.Since(m.start) >= minLeakRun && !m.spedUp()) {
 						return
 					}
 					m.confirming = true
