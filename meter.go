@@ -107,26 +107,27 @@ type meter struct {
 	// outside Go is known (judgeOffGo).
 	knownX, knownY []float64
 
-	start         time.Time     // when the measurement began, setup included
-	deadline      time.Time     // when the Timeout ends it, counted from Measure's call
-	sampleCost    time.Duration // of the last sample
-	samplesAll    time.Duration // of every sample taken, restarts included
-	sampled       int
-	fnTime        time.Duration // spent in fn
-	plan          planMark
-	grown         bool // the plan was raised once (replan)
-	extended      bool // the run went past its budget (extendForUnwritten)
-	extendDecided bool
-	extendUntil   time.Time
-	guardBase     []float64
-	guarded       int // series that tripped the memory guard, or -1
-	hasGuard      bool
-	judged        []judgement
-	judgedList    []int
-	confirming    bool // the last judgement found a leak
-	attr          *attribution
-	label         string // pprof label value of this measurement
-	allocs0       uint64
+	start          time.Time     // when the measurement began, setup included
+	deadline       time.Time     // when the Timeout ends it, counted from Measure's call
+	sampleCost     time.Duration // of the last sample
+	samplesAll     time.Duration // of every sample taken, restarts included
+	sampled        int
+	fnTime         time.Duration // spent in fn
+	plan           planMark
+	grown          bool // the plan was raised once (replan)
+	extended       int  // why the run went past its budget (extend), or 0
+	extendedSeries int  // the series undecided at the budget (extendedUndecided)
+	extendDecided  bool
+	extendUntil    time.Time
+	guardBase      []float64
+	guarded        int // series that tripped the memory guard, or -1
+	hasGuard       bool
+	judged         []judgement
+	judgedList     []int
+	confirming     bool // the last judgement found a leak
+	attr           *attribution
+	label          string // pprof label value of this measurement
+	allocs0        uint64
 
 	callsNow atomic.Int64 // calls made, readable after a timeout
 	abort    atomic.Bool
@@ -401,7 +402,7 @@ func (m *meter) adaptive() {
 					m.confirming = false
 				}
 			}
-			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget && !m.extendForUnwritten() {
+			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget && !m.extend() {
 				return
 			}
 		}
@@ -409,32 +410,67 @@ func (m *meter) adaptive() {
 	}
 }
 
-// extendForUnwritten keeps a run going past its budget while RSS outside
-// Go may be a leak or Go heap written for the first time
-// (checkUnwritten), when that can be told in time: at the growth's rate so
-// far, the growth must be able to pass the heap's memory (which writing
-// the heap cannot do: a leak) before the extension ends. If it is the heap
-// being written, it stops before that. The extension runs four times that
-// long, so that a flat tail after the growth stopped dominates the late
-// window, within four budgets in all and half the time left before the
-// Timeout; the run's judgements go on as before, and the last one decides.
-// Decided once, when the budget is first passed.
-func (m *meter) extendForUnwritten() bool {
+// Why a run went past its budget (meter.extended).
+const (
+	extendedUnwritten = 1 + iota
+	extendedUndecided
+)
+
+// extend keeps a run going past its budget, decided once, when the
+// budget is first passed; the run's judgements go on as before, and the
+// last one decides. Two cases:
+//
+//   - RSS outside Go may be a leak or Go heap written for the first time
+//     (checkUnwritten), and that can be told in time: at the growth's rate
+//     so far, the growth must be able to pass the heap's memory (which
+//     writing the heap cannot do: a leak) before the extension ends. If it
+//     is the heap being written, it stops before that. The extension runs
+//     four times that long, so that a flat tail after the growth stopped
+//     dominates the late window, within four budgets in all.
+//   - A series grew above its limit without a clear trend, or in the late
+//     window only: the report would say "a larger Budget would tell". The
+//     run goes on for one more budget. Under CPU contention a 3 s budget
+//     held 10 000–40 000 calls, and a map that grows in steps as its
+//     tables split, or a leak under a sawtooth of garbage, read as a step
+//     and was missed.
+//
+// Either within half the time left before the Timeout.
+func (m *meter) extend() bool {
 	if !m.extendDecided {
 		m.extendDecided = true
+		now := time.Now()
+		limit := m.deadline.Sub(now) / 2
 		j := m.judge(sOffGo)
 		if _, ok := m.limit(sOffGo); ok && j.unwritten > 0 && j.region.slope > 0 && m.calls > 0 {
-			now := time.Now()
 			perCall := time.Since(m.start).Seconds() / float64(m.calls)
 			need := j.room / j.region.slope * perCall // seconds; in float, as it can be huge
-			limit := min(4*m.cfg.budget-time.Since(m.start), m.deadline.Sub(now)/2)
+			limit = min(limit, 4*m.cfg.budget-time.Since(m.start))
 			if need <= limit.Seconds() {
 				m.extendUntil = now.Add(min(time.Duration(4*need*float64(time.Second)), limit))
-				m.extended = true
+				m.extended = extendedUnwritten
 			}
+		} else if s, ok := m.undecided(); ok {
+			m.extendUntil = now.Add(min(m.cfg.budget, limit))
+			m.extended = extendedUndecided
+			m.extendedSeries = s
 		}
 	}
 	return time.Now().Before(m.extendUntil)
+}
+
+// undecided returns a series that grew above its limit without a verdict
+// either way: unsure, or clean with a region slope above the limit.
+func (m *meter) undecided() (int, bool) {
+	for _, s := range m.judgedSeries() {
+		if _, ok := m.limit(s); !ok {
+			continue
+		}
+		j := m.judge(s)
+		if j.verdict == unsure && j.unwritten == 0 || j.verdict == clean && j.limit > 0 && j.region.slope > j.limit {
+			return s, true
+		}
+	}
+	return 0, false
 }
 
 // planBin picks the calls between samples: up to maxBin (times GOMAXPROCS/4

@@ -443,10 +443,15 @@ func (m *meter) report() *Report {
 				res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
 		}
 	}
-	if m.extended {
+	switch m.extended {
+	case extendedUnwritten:
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
 			"the run went on past its budget (%v) to tell Go heap memory written for the first time from a leak outside Go: RSS outside Go grew while some of the heap had never been written",
 			m.cfg.budget))
+	case extendedUndecided:
+		rep.Notes = append(rep.Notes, fmt.Sprintf(
+			"the run went on past its budget (%v), up to twice it, because %s had grown above its limit without a clear trend when the budget ended",
+			m.cfg.budget, m.resource(m.extendedSeries)))
 	}
 	m.fold(rep)
 	if m.rss == nil || m.fds == nil {
