@@ -769,6 +769,33 @@ func TestSampleAllocatesNothing(t *testing.T) {
 	assert.Zero(t, allocs)
 }
 
+// A leak that starts late in the budget is undecided when the budget
+// ends (growth in the late window only): the run goes on for one more
+// budget, says so, and catches it.
+func TestUndecidedAtBudgetExtends(t *testing.T) {
+	const budget = 300 * time.Millisecond
+	defer func() { sinkBytes = nil }()
+	// Calls of 1 ms: too few for a judgement before the budget ends, so
+	// the run gets to the budget's end and its verdict.
+	var start time.Time
+	rep, err := Measure(func() {
+		if start.IsZero() {
+			start = time.Now()
+		}
+		time.Sleep(time.Millisecond)
+		if time.Since(start) > budget*3/4 {
+			sinkBytes = append(sinkBytes, make([]byte, 1024))
+		}
+	}, Budget(budget))
+	require.NoError(t, err)
+	assert.True(t, rep.Leaked(), "%s", rep)
+	assert.Greater(t, rep.Elapsed, budget, "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"),
+		"the run went on past its budget (300ms) for ")
+	assert.Contains(t, strings.Join(rep.Notes, "\n"),
+		"more, because heap had grown above its limit without a clear trend when it ended")
+}
+
 // A leak is confirmed no sooner than minLeakRun into the run, however
 // fast the calls: at GOMAXPROCS=1 a fast fn's first two judgements fall
 // within 90 ms, where a TTL cache's map is still growing.

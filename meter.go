@@ -117,6 +117,7 @@ type meter struct {
 	grown          bool // the plan was raised once (replan)
 	extended       int  // why the run went past its budget (extend), or 0
 	extendedSeries int  // the series undecided at the budget (extendedUndecided)
+	extensions     int  // budgets added for it
 	extendDecided  bool
 	extendUntil    time.Time
 	guardBase      []float64
@@ -416,9 +417,12 @@ const (
 	extendedUndecided
 )
 
-// extend keeps a run going past its budget, decided once, when the
-// budget is first passed; the run's judgements go on as before, and the
-// last one decides. Two cases:
+// maxExtensions is the most budgets an undecided run is extended by.
+const maxExtensions = 2
+
+// extend keeps a run going past its budget, decided when the budget is
+// first passed and when an extension ends; the run's judgements go on as
+// before, and the last one decides. Two cases:
 //
 //   - RSS outside Go may be a leak or Go heap written for the first time
 //     (checkUnwritten), and that can be told in time: at the growth's rate
@@ -429,17 +433,21 @@ const (
 //     dominates the late window, within four budgets in all.
 //   - A series grew above its limit without a clear trend, or in the late
 //     window only: the report would say "a larger Budget would tell". The
-//     run goes on for one more budget. Under CPU contention a 3 s budget
+//     run goes on for one more budget, and again while still so, up to
+//     maxExtensions more. Under CPU contention a 3 s budget
 //     held 10 000–40 000 calls, and a map that grows in steps as its
 //     tables split, or a leak under a sawtooth of garbage, read as a step
 //     and was missed.
 //
 // Either within half the time left before the Timeout.
 func (m *meter) extend() bool {
+	now := time.Now()
+	if now.Before(m.extendUntil) {
+		return true
+	}
+	limit := m.deadline.Sub(now) / 2
 	if !m.extendDecided {
 		m.extendDecided = true
-		now := time.Now()
-		limit := m.deadline.Sub(now) / 2
 		j := m.judge(sOffGo)
 		if _, ok := m.limit(sOffGo); ok && j.unwritten > 0 && j.region.slope > 0 && m.calls > 0 {
 			perCall := time.Since(m.start).Seconds() / float64(m.calls)
@@ -448,14 +456,22 @@ func (m *meter) extend() bool {
 			if need <= limit.Seconds() {
 				m.extendUntil = now.Add(min(time.Duration(4*need*float64(time.Second)), limit))
 				m.extended = extendedUnwritten
+				return true
 			}
-		} else if s, ok := m.undecided(); ok {
-			m.extendUntil = now.Add(min(m.cfg.budget, limit))
-			m.extended = extendedUndecided
-			m.extendedSeries = s
+			return false
 		}
 	}
-	return time.Now().Before(m.extendUntil)
+	if m.extended == extendedUnwritten || m.extensions == maxExtensions {
+		return false
+	}
+	if s, ok := m.undecided(); ok {
+		m.extendUntil = now.Add(min(m.cfg.budget, limit))
+		m.extended = extendedUndecided
+		m.extendedSeries = s
+		m.extensions++
+		return true
+	}
+	return false
 }
 
 // undecided returns a series that grew above its limit without a verdict

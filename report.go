@@ -450,8 +450,8 @@ func (m *meter) report() *Report {
 			m.cfg.budget))
 	case extendedUndecided:
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"the run went on past its budget (%v), up to twice it, because %s had grown above its limit without a clear trend when the budget ended",
-			m.cfg.budget, m.resource(m.extendedSeries)))
+			"the run went on past its budget (%v) for %d more, because %s had grown above its limit without a clear trend when it ended",
+			m.cfg.budget, m.extensions, m.resource(m.extendedSeries)))
 	}
 	m.fold(rep)
 	if m.rss == nil || m.fds == nil {
