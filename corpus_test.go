@@ -281,9 +281,10 @@ var cleanCorpus = []workload{
 	// map holds the last 20 ms of calls. Go maps never shrink: the map's
 	// memory is that of the fastest 20 ms so far, and it steps up
 	// whenever the calls speed up (another process ends, the CPU's clock
-	// rises) — bounded, and a false alarm for a judgement that lands on
-	// two such steps. Still a false alarm in about 1 run in 30 at
-	// GOMAXPROCS=1, where a fast fn's run is over in 90 ms (README, Limits).
+	// rises) — bounded, but a leak to judgements that land on such
+	// steps, or on its growth in the first 90 ms (a fast fn's whole run
+	// at GOMAXPROCS=1). Rule 5's speed-up clause and its 150 ms answer
+	// it (README, Limits).
 	{name: "plateau/ttl-cache-20ms", setup: func(testing.TB) (func(), func()) {
 		type added struct {
 			key int
