@@ -67,7 +67,8 @@ type attribution struct {
 // does, and give a second opinion on the verdict, which for growth that
 // stopped (or a leak in steps, a slice or map doubling) only a window as
 // long as the measurement can. So it first runs within a quarter of the
-// budget, and before attrOverrun past it; it goes on to as many calls as
+// budget, and before attrOverrun past it (past its extension, for a run
+// extended); it goes on to as many calls as
 // were measured, whatever the time, only when that could overturn the
 // verdict: the first part did not find the same growth again, and the
 // runtime's own structures do not explain it. A full window whose second
@@ -83,7 +84,11 @@ func (m *meter) attribute(slope, limit float64) {
 	// The window costs its calls, a collection per bin calls and
 	// settleCycles collections at each end.
 	w := min(full, attrMaxCalls)
-	avail := min(m.cfg.budget/4, time.Until(m.start.Add(m.cfg.budget+attrOverrun)))
+	end := m.cfg.budget // or the extension's end (extend)
+	if m.extended != 0 {
+		end = max(end, m.loopEnd)
+	}
+	avail := min(m.cfg.budget/4, time.Until(m.start.Add(end+attrOverrun)))
 	gc := m.sampleAvg()
 	avail -= 2 * settleCycles * gc
 	perCall := float64(m.fnTime)/float64(max(1, m.calls)) + float64(gc)/float64(bin)

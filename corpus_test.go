@@ -282,9 +282,9 @@ var cleanCorpus = []workload{
 	// memory is that of the fastest 20 ms so far, and it steps up
 	// whenever the calls speed up (another process ends, the CPU's clock
 	// rises) — bounded, but a leak to judgements that land on such
-	// steps, or on its growth in the first 90 ms (a fast fn's whole run
-	// at GOMAXPROCS=1). Rule 5's speed-up clause and its 150 ms answer
-	// it (README, Limits).
+	// steps, or on its growth in the first 90 ms (where a fast fn's first
+	// judgements all fall at GOMAXPROCS=1). Rule 5's speed-up clause and
+	// its 150 ms answer it (README, Limits).
 	{name: "plateau/ttl-cache-20ms", setup: func(testing.TB) (func(), func()) {
 		type added struct {
 			key int

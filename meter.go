@@ -107,28 +107,29 @@ type meter struct {
 	// outside Go is known (judgeOffGo).
 	knownX, knownY []float64
 
-	start          time.Time     // when the measurement began, setup included
-	deadline       time.Time     // when the Timeout ends it, counted from Measure's call
-	sampleCost     time.Duration // of the last sample
-	samplesAll     time.Duration // of every sample taken, restarts included
-	sampled        int
-	fnTime         time.Duration // spent in fn
-	plan           planMark
-	grown          bool // the plan was raised once (replan)
-	extended       int  // why the run went past its budget (extend), or 0
-	extendedSeries int  // the series undecided at the budget (extendedUndecided)
-	extensions     int  // budgets added for it
-	extendDecided  bool
-	extendUntil    time.Time
-	guardBase      []float64
-	guarded        int // series that tripped the memory guard, or -1
-	hasGuard       bool
-	judged         []judgement
-	judgedList     []int
-	confirming     bool // the last judgement found a leak
-	attr           *attribution
-	label          string // pprof label value of this measurement
-	allocs0        uint64
+	start         time.Time     // when the measurement began, setup included
+	deadline      time.Time     // when the Timeout ends it, counted from Measure's call
+	sampleCost    time.Duration // of the last sample
+	samplesAll    time.Duration // of every sample taken, restarts included
+	sampled       int
+	fnTime        time.Duration // spent in fn
+	plan          planMark
+	grown         bool          // the plan was raised once (replan)
+	extended      extension     // why the run went past its budget (extend), or 0
+	undecidedWhy  string        // what was undecided when it did (extendedUndecided)
+	budgetsAdded  int           // extensions for it
+	loopEnd       time.Duration // when the loop ended, since start
+	extendDecided bool
+	extendUntil   time.Time
+	guardBase     []float64
+	guarded       int // series that tripped the memory guard, or -1
+	hasGuard      bool
+	judged        []judgement
+	judgedList    []int
+	confirming    bool // the last judgement found a leak
+	attr          *attribution
+	label         string // pprof label value of this measurement
+	allocs0       uint64
 
 	callsNow atomic.Int64 // calls made, readable after a timeout
 	abort    atomic.Bool
@@ -235,6 +236,7 @@ func (m *meter) loop(done chan<- struct{}) {
 	} else {
 		m.adaptive()
 	}
+	m.loopEnd = time.Since(m.start)
 	if !m.abort.Load() && m.err == nil {
 		m.attributeHeap()
 	}
@@ -395,7 +397,7 @@ func (m *meter) adaptive() {
 					// an eighth of the guard ends the run at once: a
 					// fast leak of kernel objects (a mapping per call)
 					// would exhaust them first.
-					if m.confirming && (m.grownLarge() || time.Since(m.start) >= minLeakRun && !m.spedUp()) {
+					if m.confirming && m.confirmed() {
 						return
 					}
 					m.confirming = true
@@ -411,18 +413,26 @@ func (m *meter) adaptive() {
 	}
 }
 
-// Why a run went past its budget (meter.extended).
+// confirmed says whether a leak found again (rule 5) ends the run now.
+func (m *meter) confirmed() bool {
+	return m.grownLarge() || (time.Since(m.start) >= minLeakRun && !m.spedUp())
+}
+
+// extension is why a run went past its budget (meter.extended).
+type extension int
+
 const (
-	extendedUnwritten = 1 + iota
+	extendedUnwritten extension = 1 + iota
 	extendedUndecided
 )
 
-// maxExtensions is the most budgets an undecided run is extended by.
-const maxExtensions = 2
+// maxBudgetsAdded is the most budgets an undecided run is extended by.
+const maxBudgetsAdded = 2
 
 // extend keeps a run going past its budget, decided when the budget is
 // first passed and when an extension ends; the run's judgements go on as
-// before, and the last one decides. Two cases:
+// before, and the last one decides. Two cases, the first excluding the
+// second:
 //
 //   - RSS outside Go may be a leak or Go heap written for the first time
 //     (checkUnwritten), and that can be told in time: at the growth's rate
@@ -431,62 +441,77 @@ const maxExtensions = 2
 //     is the heap being written, it stops before that. The extension runs
 //     four times that long, so that a flat tail after the growth stopped
 //     dominates the late window, within four budgets in all.
-//   - A series grew above its limit without a clear trend, or in the late
-//     window only: the report would say "a larger Budget would tell". The
-//     run goes on for one more budget, and again while still so, up to
-//     maxExtensions more. Under CPU contention a 3 s budget
-//     held 10 000–40 000 calls, and a map that grows in steps as its
-//     tables split, or a leak under a sawtooth of garbage, read as a step
-//     and was missed.
+//   - No series leaks, and one is undecided (undecided): the report would
+//     say "a larger Budget would tell". The run goes on for one more
+//     budget, and again while still so, up to maxBudgetsAdded more. Under
+//     CPU contention a 3 s budget held 10 000–40 000 calls, and a map that
+//     grows in steps as its tables split, or a leak under a sawtooth of
+//     garbage, read as a step and was missed.
 //
-// Either within half the time left before the Timeout.
+// Either within half the time left before the Timeout, less a reserve for
+// the attribution window and the last samples.
 func (m *meter) extend() bool {
 	now := time.Now()
 	if now.Before(m.extendUntil) {
 		return true
 	}
-	limit := m.deadline.Sub(now) / 2
+	reserve := m.cfg.timeout/10 + m.cfg.budget/4 + (2*settleCycles+8)*m.sampleAvg()
+	spare := (m.deadline.Sub(now) - reserve) / 2
+	if spare <= 0 || m.extended == extendedUnwritten {
+		return false
+	}
 	if !m.extendDecided {
 		m.extendDecided = true
 		j := m.judge(sOffGo)
 		if _, ok := m.limit(sOffGo); ok && j.unwritten > 0 && j.region.slope > 0 && m.calls > 0 {
 			perCall := time.Since(m.start).Seconds() / float64(m.calls)
 			need := j.room / j.region.slope * perCall // seconds; in float, as it can be huge
-			limit = min(limit, 4*m.cfg.budget-time.Since(m.start))
-			if need <= limit.Seconds() {
-				m.extendUntil = now.Add(min(time.Duration(4*need*float64(time.Second)), limit))
+			spare := min(spare, 4*m.cfg.budget-time.Since(m.start))
+			if need <= spare.Seconds() {
+				m.extendUntil = now.Add(min(time.Duration(4*need*float64(time.Second)), spare))
 				m.extended = extendedUnwritten
 				return true
 			}
-			return false
 		}
 	}
-	if m.extended == extendedUnwritten || m.extensions == maxExtensions {
+	if m.budgetsAdded == maxBudgetsAdded {
 		return false
 	}
-	if s, ok := m.undecided(); ok {
-		m.extendUntil = now.Add(min(m.cfg.budget, limit))
+	if why := m.undecided(); why != "" {
+		m.extendUntil = now.Add(min(m.cfg.budget, spare))
 		m.extended = extendedUndecided
-		m.extendedSeries = s
-		m.extensions++
+		m.undecidedWhy = why
+		m.budgetsAdded++
 		return true
 	}
 	return false
 }
 
-// undecided returns a series that grew above its limit without a verdict
-// either way: unsure, or clean with a region slope above the limit.
-func (m *meter) undecided() (int, bool) {
+// undecided says what the report would note as undecided, "a larger
+// Budget would tell" (growth above the limit without a clear trend, in the
+// late window only, or that stopped), or "" when nothing is, or when a
+// series leaks: the run's verdict is that leak.
+func (m *meter) undecided() string {
+	why := ""
 	for _, s := range m.judgedSeries() {
 		if _, ok := m.limit(s); !ok {
 			continue
 		}
 		j := m.judge(s)
-		if j.verdict == unsure && j.unwritten == 0 || j.verdict == clean && j.limit > 0 && j.region.slope > j.limit {
-			return s, true
+		res := m.resource(s)
+		switch {
+		case j.verdict == leak:
+			return ""
+		case why != "":
+		case j.verdict == unsure && j.stoppedAt > 0:
+			why = fmt.Sprintf("%s had grown, then stopped", res)
+		case j.verdict == unsure && j.unwritten == 0:
+			why = fmt.Sprintf("%s had grown in the late window only", res)
+		case j.verdict == clean && j.limit > 0 && j.region.slope > j.limit:
+			why = fmt.Sprintf("%s had grown above its limit without a clear trend", res)
 		}
 	}
-	return 0, false
+	return why
 }
 
 // planBin picks the calls between samples: up to maxBin (times GOMAXPROCS/4

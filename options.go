@@ -187,9 +187,12 @@ func Limit(r Resource, perIteration float64) Option {
 // go test -short). Cheap functions reach a verdict well within it; a slow
 // function or a large live heap uses it all. The budget is soft: Measure
 // takes a minimum number of samples even when they take longer, a heap
-// leak's confirmation window runs after it, and growth of RSS that may be
-// Go heap written for the first time keeps the run going, within the
-// Timeout, until it can be told from a leak (a note says so).
+// leak's confirmation window runs after it, growth of RSS that may be Go
+// heap written for the first time keeps the run going, within the
+// Timeout, until it can be told from a leak, and a run undecided at its
+// end (growth above a limit without a clear trend, or late only) goes on
+// for up to two budgets more, within half the time left before the
+// Timeout; a note says so.
 func Budget(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d <= 0 {

@@ -202,7 +202,7 @@ func (m *meter) checkStopped(j *judgement, s, r0 int) {
 // more than rssFloor of the heap was proven unwritten at the region's
 // start and the growth since is no more than the heap's memory (more than
 // that cannot be the heap's). An adaptive run goes on past its budget
-// when that can be told in time (extendForUnwritten); whatever is left
+// when that can be told in time (extend); whatever is left
 // unsure at the end is settled by settleUnwritten. (Levels are medians of
 // three samples: the kernel's counters lag by some pages.)
 func (m *meter) checkUnwritten(j *judgement, r0 int) {
@@ -450,8 +450,8 @@ func (m *meter) report() *Report {
 			m.cfg.budget))
 	case extendedUndecided:
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"the run went on past its budget (%v) for %d more, because %s had grown above its limit without a clear trend when it ended",
-			m.cfg.budget, m.extensions, m.resource(m.extendedSeries)))
+			"the run went on %v past its budget (%v), %d more at most, because when it ended %s",
+			(m.loopEnd-m.cfg.budget).Round(time.Millisecond), m.cfg.budget, m.budgetsAdded, m.undecidedWhy))
 	}
 	m.fold(rep)
 	if m.rss == nil || m.fds == nil {
