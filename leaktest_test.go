@@ -854,7 +854,7 @@ func TestUndecidedAtBudgetExtends(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, rep.Leaked(), "%s", rep)
 	assert.Greater(t, rep.Elapsed, budget, "%s", rep)
-	assert.Regexp(t, `the run went on [0-9.]+m?s past its budget \(300ms\), [12] more at most, because when it ended heap had grown in the late window only`,
+	assert.Regexp(t, `the run went on [0-9.]+m?s past its budget \(300ms\), in [12] extension\(s\) of at most a budget each, because when it ended heap had grown in the late window only`,
 		strings.Join(rep.Notes, "\n"))
 }
 
@@ -924,8 +924,8 @@ func TestSpedUpAndGrownLarge(t *testing.T) {
 	m.start = time.Now()
 	assert.True(t, m.confirmed(), "grown large: at once, sped up or not")
 	m.ys[sHeap][last] = 0
-	m.ys[sGoroutines][last] = guardFDs/8 + 1
-	assert.True(t, m.grownLarge())
+	m.ys[sGoroutines][last] = guardFDs
+	assert.False(t, m.grownLarge(), "goroutines: no guard of their own")
 	m.ys[sGoroutines][last] = 0
 	m.ys[sFDs][last] = guardFDs/8 + 1
 	assert.True(t, m.grownLarge())

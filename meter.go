@@ -394,7 +394,7 @@ func (m *meter) adaptive() {
 					// after it first fills, as its fastest stretch of
 					// calls rises, and at GOMAXPROCS=1 a fast fn's first
 					// judgements all fall within 90 ms. Growth of
-					// an eighth of the guard ends the run at once: a
+					// an eighth of a guard ends the run at once: a
 					// fast leak of kernel objects (a mapping per call)
 					// would exhaust them first.
 					if m.confirming && m.confirmed() {
@@ -809,8 +809,11 @@ func (m *meter) spedUp() bool {
 	return late > before
 }
 
-// grownLarge reports growth of an eighth of a guard, or of guardFDs/8
-// goroutines, since the first call.
+// grownLarge reports growth of an eighth of a guard since the first call.
+// Not of goroutines: they are no kernel objects, their memory has the
+// guards, and a count of goroutines in flight follows the calls' pace as
+// a TTL cache does (goroutines that sleep 3 ms after each call: 4 → 637
+// over a run at GOMEMLIMIT=64MiB, a false alarm at 256).
 func (m *meter) grownLarge() bool {
 	if !m.hasGuard {
 		return false
@@ -820,7 +823,7 @@ func (m *meter) grownLarge() bool {
 			return true
 		}
 	}
-	return m.ys[sGoroutines][m.n-1]-m.guardBase[sGoroutines] > guardFDs/8
+	return false
 }
 
 // guard stops the loop when the heap or RSS outside mapped files has grown by more than

@@ -450,7 +450,7 @@ func (m *meter) report() *Report {
 			m.cfg.budget))
 	case extendedUndecided:
 		rep.Notes = append(rep.Notes, fmt.Sprintf(
-			"the run went on %v past its budget (%v), %d more at most, because when it ended %s",
+			"the run went on %v past its budget (%v), in %d extension(s) of at most a budget each, because when it ended %s",
 			(m.loopEnd-m.cfg.budget).Round(time.Millisecond), m.cfg.budget, m.budgetsAdded, m.undecidedWhy))
 	}
 	m.fold(rep)
