@@ -61,6 +61,35 @@ type judgement struct {
 	unwritten, grown, explainable, room float64
 }
 
+// pending is why a judgement leaves growth undecided, growth that a larger
+// budget would tell apart, or decided when there is none.
+type pending int
+
+const (
+	decided       pending = iota
+	noTrend               // clean, but grew above the limit without a clear trend
+	lateOnly              // unsure: grew in the late window only
+	stopped               // unsure: a count grew, then stopped (checkStopped)
+	unwrittenHeap         // unsure: RSS outside Go beside unwritten heap (checkUnwritten)
+)
+
+// undecided classifies j. The report's notes and extend share it, so that
+// a run goes on past its budget for exactly the growth that its notes
+// would call undecided.
+func (j judgement) undecided() pending {
+	switch {
+	case j.verdict == clean && j.limit > 0 && j.region.slope > j.limit:
+		return noTrend
+	case j.verdict != unsure:
+		return decided
+	case j.unwritten > 0:
+		return unwrittenHeap
+	case j.stoppedAt > 0:
+		return stopped
+	}
+	return lateOnly
+}
+
 // judge applies the rule to samples r0.. of xs, ys; mid splits the region
 // into the early and the late window (both hold sample mid).
 func (s *stats) judge(xs, ys []float64, r0, mid int, limit float64) judgement {

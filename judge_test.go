@@ -323,3 +323,25 @@ func TestGrowthWithoutAClearTrendIsNoted(t *testing.T) {
 	assert.Contains(t, notes, "calls judged, more than the limit (", "%s", rep)
 	assert.Contains(t, notes, "but not as a clear trend", "%s", rep)
 }
+
+// The classifier behind both the report's "a larger Budget would tell"
+// notes and the run's extension past its budget.
+func TestUndecidedClassifies(t *testing.T) {
+	above := fit{slope: 8}
+	below := fit{slope: 2}
+	for _, tc := range []struct {
+		name string
+		j    judgement
+		want pending
+	}{
+		{"clean, flat", judgement{verdict: clean, limit: 4, region: below}, decided},
+		{"clean, above the limit", judgement{verdict: clean, limit: 4, region: above}, noTrend},
+		{"clean, no limit", judgement{verdict: clean, region: above}, decided},
+		{"leak", judgement{verdict: leak, limit: 4, region: above}, decided},
+		{"unsure", judgement{verdict: unsure, limit: 4, region: above}, lateOnly},
+		{"unsure, stopped", judgement{verdict: unsure, limit: 4, stoppedAt: 900}, stopped},
+		{"unsure, unwritten heap", judgement{verdict: unsure, limit: 4, unwritten: 1 << 20}, unwrittenHeap},
+	} {
+		assert.Equal(t, tc.want, tc.j.undecided(), tc.name)
+	}
+}

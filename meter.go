@@ -463,7 +463,7 @@ func (m *meter) extend() bool {
 	if !m.extendDecided {
 		m.extendDecided = true
 		j := m.judge(sOffGo)
-		if _, ok := m.limit(sOffGo); ok && j.unwritten > 0 && j.region.slope > 0 && m.calls > 0 {
+		if _, ok := m.limit(sOffGo); ok && j.undecided() == unwrittenHeap && j.region.slope > 0 && m.calls > 0 {
 			perCall := time.Since(m.start).Seconds() / float64(m.calls)
 			need := j.room / j.region.slope * perCall // seconds; in float, as it can be huge
 			spare := min(spare, 4*m.cfg.budget-time.Since(m.start))
@@ -498,16 +498,18 @@ func (m *meter) undecided() string {
 			continue
 		}
 		j := m.judge(s)
-		res := m.resource(s)
-		switch {
-		case j.verdict == leak:
+		if j.verdict == leak {
 			return ""
-		case why != "":
-		case j.verdict == unsure && j.stoppedAt > 0:
+		}
+		if why != "" {
+			continue
+		}
+		switch res := m.resource(s); j.undecided() {
+		case stopped:
 			why = fmt.Sprintf("%s had grown, then stopped", res)
-		case j.verdict == unsure && j.unwritten == 0:
+		case lateOnly:
 			why = fmt.Sprintf("%s had grown in the late window only", res)
-		case j.verdict == clean && j.limit > 0 && j.region.slope > j.limit:
+		case noTrend:
 			why = fmt.Sprintf("%s had grown above its limit without a clear trend", res)
 		}
 	}

@@ -417,7 +417,7 @@ func (m *meter) report() *Report {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"%s outside the Go heap grew %s per call over %d calls, %s in all: under the %s that threads and pages account for, so not judged (a larger Budget gives more calls)",
 					res, formatValue(res, j.region.slope), int(dx), formatValue(res, j.region.slope*dx), formatValue(res, rssFloor)))
-			case limit > 0 && j.region.slope > limit && !overturned:
+			case j.undecided() == noTrend && !overturned:
 				// The run ended (budget, Iterations) without the power to
 				// rule out a leak above the limit: say so, not a bare
 				// "no leak".
@@ -426,21 +426,20 @@ func (m *meter) report() *Report {
 					res, formatValue(res, j.region.slope), formatValue(res, (j.region.hi-j.region.lo)/2), int(dx), formatValue(res, limit)))
 			}
 		case unsure:
-			if j.unwritten > 0 {
+			switch j.undecided() {
+			case unwrittenHeap:
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"%s outside the Go heap grew %s per call over %d calls (%s in all), but at least %s of the Go heap had never been written when they began (spare capacity, or a buffer allocated before the run), and writing it for the first time grows RSS the same way; the run did not see the growth stop or pass the heap's memory, and RSS outside Go stayed below the runtime's own, so it is not failed: a leak outside Go beside unwritten heap can pass this way (write such memory before measuring, or give a larger Budget)",
 					res, formatValue(res, j.region.slope), int(m.xs[m.n-1]-m.xs[r0]), formatValue(res, j.grown), formatValue(res, j.unwritten)))
-				break
-			}
-			if j.stoppedAt > 0 {
+			case stopped:
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"%s grew %s per call, then not at all over the last %d calls: growth that stopped (a worker per tenant, a pool that filled late?); not failed (a larger Budget or Iterations would tell)",
 					res, formatValue(res, j.region.slope), int(m.xs[m.n-1])-j.stoppedAt))
-				break
+			default: // lateOnly
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"%s grew %s per call over the last %d calls but not clearly before: a one-time step, a leak that started late, or a small leak that noise hides early on (a sawtooth, garbage in flight); not failed (a larger Budget or Iterations would tell)",
+					res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
 			}
-			rep.Notes = append(rep.Notes, fmt.Sprintf(
-				"%s grew %s per call over the last %d calls but not clearly before: a one-time step, a leak that started late, or a small leak that noise hides early on (a sawtooth, garbage in flight); not failed (a larger Budget or Iterations would tell)",
-				res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
 		}
 	}
 	switch m.extended {
