@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -253,6 +254,20 @@ func TestWarmGoroutinesLeavesFreeDescriptors(t *testing.T) {
 		ended.Wait()
 	}
 	assert.Equal(t, before, descriptors(t), "goroutine descriptors allocated")
+}
+
+// A measurement's threads are started before its first sample, spare
+// ones too: GOMAXPROCS+2 goroutines holding their threads at once
+// afterwards (as goroutines blocked in system calls do) start none.
+func TestWarmThreadsLeavesSpareThreads(t *testing.T) {
+	if !inFreshProcess(t) {
+		return
+	}
+	threads := pprof.Lookup("threadcreate")
+	warmThreads()
+	before := threads.Count()
+	spareThreads(runtime.GOMAXPROCS(0) + 2)
+	assert.Equal(t, before, threads.Count(), "threads started after warmThreads")
 }
 
 // descriptors counts the goroutine descriptors allocated for new
