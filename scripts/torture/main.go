@@ -25,8 +25,9 @@
 // goleak's report at exit, a case that no longer exists, or a process
 // still running after -timeout, which is sent SIGQUIT so that its
 // goroutines are dumped). The harness prints a table with a row per
-// configuration — runs, outcomes, median and worst "<d> to verdict" — then
-// the case, configuration and failure text of every run that did not
+// configuration — runs, outcomes, median and worst "<d> to verdict", and
+// how many runs took longer than -target (the default budget plus 1 s),
+// listed by case below the table — then the case, configuration and failure text of every run that did not
 // pass, and exits 1 if any run was a false alarm, a miss, on the wrong
 // resource or a crash. The full output of those runs is kept in -logs,
 // and so is that of the slowest run of each configuration.
@@ -53,6 +54,9 @@
 //	-short          quick mode for CI, as above; explicit flags still win
 //	-logs DIR       where to keep the output of failed runs, and of each
 //	                configuration's slowest one (default: a temp dir)
+//	-target D       time to verdict a run should keep within (default 4s:
+//	                leaktest's default budget plus 1 s); runs past it are
+//	                counted, not failed
 //
 // The binaries are built from the working tree as it is, committed or not;
 // the last line of the output names it by a hash of its .go files, go.mod
@@ -175,6 +179,7 @@ var (
 	logDir    = flag.String("logs", "", "directory for the output of failed runs and of each configuration's slowest (default: a new temp dir)")
 	list      = flag.Bool("list", false, "print the cases and configurations, and exit")
 	burnFlag  = flag.Bool("burn", false, "internal: spin every CPU until stdin closes")
+	target    = flag.Duration("target", 4*time.Second, "time to verdict that a run should keep within: leaktest's default budget (3s) plus 1s")
 )
 
 func main() {
@@ -510,9 +515,11 @@ func sanitize(s string) string {
 // that were neither a pass nor a skip.
 func report(w io.Writer, all [][]result) int {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\truns\tpass\tskip\tfalse alarms\tmisses\twrong resource\tcrashes\tmedian verdict\tworst verdict\tworst case\t")
+	fmt.Fprintln(tw, "config\truns\tpass\tskip\tfalse alarms\tmisses\twrong resource\tcrashes\tmedian verdict\tworst verdict\tpast target\tworst case\t")
 	var total [6]int
-	var totalRuns int
+	var totalRuns, totalPast int
+	past := map[string]int{} // runs past the target, by case
+	runsOf := map[string]int{}
 	var totalTimes []time.Duration
 	var bad []result
 	for _, rs := range all {
@@ -522,13 +529,19 @@ func report(w io.Writer, all [][]result) int {
 		var n [6]int
 		var times []time.Duration
 		var worst result
+		nPast := 0
 		for _, r := range rs {
 			n[r.outcome]++
 			total[r.outcome]++
 			if r.verdict >= 0 {
 				times = append(times, r.verdict)
+				runsOf[r.c.full()]++
 				if r.verdict > worst.verdict {
 					worst = r
+				}
+				if r.verdict > *target {
+					nPast++
+					past[r.c.full()]++
 				}
 			}
 			if r.outcome != pass && r.outcome != skip {
@@ -536,18 +549,36 @@ func report(w io.Writer, all [][]result) int {
 			}
 		}
 		totalRuns += len(rs)
+		totalPast += nPast
 		totalTimes = append(totalTimes, times...)
 		if worst.verdict > 0 { // its output, notes included, says where the time went
 			os.WriteFile(filepath.Join(*logDir, sanitize(worst.cfg+"__slowest__"+worst.c.full())+".log"), []byte(worst.output), 0o644)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", rs[0].cfg, len(rs),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%s\t\n", rs[0].cfg, len(rs),
 			n[pass], n[skip], n[falseAlarm], n[miss], n[wrongResource], n[crash],
-			fmtDur(median(times)), fmtDur(maxDur(times)), worst.c.name)
+			fmtDur(median(times)), fmtDur(maxDur(times)), nPast, worst.c.name)
 	}
-	fmt.Fprintf(tw, "TOTAL\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\t\n", totalRuns,
+	fmt.Fprintf(tw, "TOTAL\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t\t\n", totalRuns,
 		total[pass], total[skip], total[falseAlarm], total[miss], total[wrongResource], total[crash],
-		fmtDur(median(totalTimes)), fmtDur(maxDur(totalTimes)))
+		fmtDur(median(totalTimes)), fmtDur(maxDur(totalTimes)), totalPast)
 	tw.Flush()
+
+	if totalPast > 0 {
+		fmt.Fprintf(w, "\nruns past the %v target, by case (of its runs with a verdict, every configuration):\n", *target)
+		names := make([]string, 0, len(past))
+		for name := range past {
+			names = append(names, name)
+		}
+		sort.Slice(names, func(i, j int) bool {
+			if past[names[i]] != past[names[j]] {
+				return past[names[i]] > past[names[j]]
+			}
+			return names[i] < names[j]
+		})
+		for _, name := range names {
+			fmt.Fprintf(w, "  %4d of %4d  %s\n", past[name], runsOf[name], name)
+		}
+	}
 
 	fmt.Fprintf(w, "\noutput of each configuration's slowest run: %s/*__slowest__*.log\n", *logDir)
 	if len(bad) == 0 {
