@@ -27,8 +27,8 @@
 // goroutines are dumped). The harness prints a table with a row per
 // configuration — runs, outcomes, median and worst "<d> to verdict", and
 // how many runs took longer than -target (the default budget plus 1 s),
-// listed by case below the table — then the case, configuration and failure text of every run that did not
-// pass, and exits 1 if any run was a false alarm, a miss, on the wrong
+// listed by case below the table — then the case, configuration and
+// failure text of every run that did not pass, and exits 1 if any run was a false alarm, a miss, on the wrong
 // resource or a crash. The full output of those runs is kept in -logs,
 // and so is that of the slowest run of each configuration.
 //
