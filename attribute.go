@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -30,6 +31,44 @@ const (
 	// its minimum takes longer; the report needs the rest of a second.
 	attrOverrun = 750 * time.Millisecond
 )
+
+// profiling sets runtime.MemProfileRate to 1 for the attribution window
+// and puts the caller's rate back once: when the window ends, or when
+// Measure times out with fn blocked in it (the window's goroutine may go
+// on long after). The lock keeps the two from writing the rate at once.
+type profiling struct {
+	mu    sync.Mutex
+	on    bool // the rate is 1, and saved is the caller's
+	ended bool // Measure has returned: turn it on no more
+	saved int
+}
+
+// start turns profiling on; false when Measure has already returned.
+func (p *profiling) start() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended {
+		return false
+	}
+	p.saved, p.on = runtime.MemProfileRate, true
+	runtime.MemProfileRate = 1
+	return true
+}
+
+// stop puts the caller's rate back, if start changed it.
+func (p *profiling) stop() { p.finish(false) }
+
+// end is stop for good, when Measure returns on a timeout.
+func (p *profiling) end() { p.finish(true) }
+
+func (p *profiling) finish(ended bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.on {
+		runtime.MemProfileRate, p.on = p.saved, false
+	}
+	p.ended = p.ended || ended
+}
 
 // attributions counts the windows run, and extensions the full windows
 // added (attribute), for tests.
@@ -100,10 +139,11 @@ func (m *meter) attribute(slope, limit float64) {
 	// per call to pass the limit and confirm a leak that is none.
 	w = max(w, min(full, 4*bin))
 
+	if !m.prof.start() {
+		return
+	}
+	defer m.prof.stop()
 	attributions.Add(1)
-	prev := runtime.MemProfileRate
-	runtime.MemProfileRate = 1
-	defer func() { runtime.MemProfileRate = prev }()
 
 	a := &attribution{measured: m.calls}
 	// The live heap after the window's collections: every one up to

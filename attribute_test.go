@@ -159,6 +159,34 @@ func TestMemProfileRateRestoredWhenFnPanicsInTheWindow(t *testing.T) {
 	assert.Equal(t, rate, runtime.MemProfileRate)
 }
 
+// A call blocked in the window past the Timeout: Measure puts the rate
+// back as it returns, and the window, when the call ends, does not write
+// it again (under -race, the two writes raced before).
+func TestMemProfileRateRestoredWhenTheWindowTimesOut(t *testing.T) {
+	rate := runtime.MemProfileRate
+	defer func() { openFigures = nil }()
+	release := make(chan struct{})
+	calls := 0
+	_, err := Measure(func() {
+		calls++
+		if calls == 503 { // in the window, as above
+			<-release
+		}
+		drawChart()
+	}, Iterations(500), Timeout(3*time.Second))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "timed out after 3s, on call 503 of fn")
+	assert.Equal(t, rate, runtime.MemProfileRate, "restored by Measure")
+
+	runtime.MemProfileRate = rate + 1 // the caller's own, set after Measure returned
+	defer func() { runtime.MemProfileRate = rate }()
+	close(release)
+	// The turn comes back when the abandoned window ends.
+	_, err = Measure(func() {}, Iterations(32))
+	require.NoError(t, err)
+	assert.Equal(t, rate+1, runtime.MemProfileRate, "left alone by the window that ended late")
+}
+
 func TestArtifacts(t *testing.T) {
 	dir := t.TempDir()
 	defer func() { openFigures = nil }()

@@ -166,7 +166,6 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 	fdsBefore := openFDs()
 	gBefore := runtime.NumGoroutine()
 	idsBefore := goroutineIDs(allStacks())
-	rate := runtime.MemProfileRate
 
 	// The turn goes back once: by this goroutine when the measurement
 	// ends, or, after a timeout, by the measuring goroutine when fn
@@ -205,9 +204,8 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 		}
 		turn.Unlock()
 		// A call blocked in the attribution window would keep every
-		// allocation of the process profiled; the window restores the
-		// same value if it ever returns.
-		runtime.MemProfileRate = rate
+		// allocation of the process profiled.
+		m.prof.end()
 		what := fmt.Sprintf("on call %d of fn", m.callsNow.Load())
 		if !m.inFnNow.Load() {
 			what = "between calls (a Timeout shorter than the measurement needs?)"

@@ -100,6 +100,7 @@ type meter struct {
 	rss     *rssSource
 	fds     *fdCounter
 	mem     *memLimit
+	prof    profiling // the attribution window's runtime.MemProfileRate
 	st      *stats
 	rng     uint64
 	settled int // descriptors open after the last sample's collection
