@@ -2,8 +2,11 @@ package leaktest
 
 import (
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -39,4 +42,37 @@ func TestDescriptorGuardStopsEarly(t *testing.T) {
 	assert.Contains(t, f.Detail, "more than 2048")
 	assert.Contains(t, f.Detail, "descriptors left open:")
 	assert.Less(t, len(files), 4096, "stopped soon after the guard's 2048")
+}
+
+// The descriptors the samples read (/proc/self/status, /proc/self/fd) are
+// closed when Measure returns: after a verdict, and after a timeout while
+// fn is still blocked, so that the caller never counts them as its own.
+func TestOwnDescriptorsClosedOnReturn(t *testing.T) {
+	own := func() []string {
+		var list []string
+		for fd, target := range openFDs() {
+			if strings.HasSuffix(target, "/status") || strings.HasSuffix(target, "/fd") {
+				list = append(list, strconv.Itoa(fd)+" "+target)
+			}
+		}
+		return list
+	}
+	require.Empty(t, own(), "before")
+	_, err := Measure(func() {}, Iterations(32))
+	require.NoError(t, err)
+	assert.Empty(t, own(), "after a verdict")
+
+	release := make(chan struct{})
+	calls := 0
+	_, err = Measure(func() {
+		if calls++; calls == 10 {
+			<-release
+		}
+	}, Budget(100*time.Millisecond), Timeout(300*time.Millisecond))
+	require.Error(t, err)
+	assert.Empty(t, own(), "after a timeout, fn still blocked")
+	close(release)
+	_, err = Measure(func() {}, Iterations(32)) // waits for the abandoned loop's turn
+	require.NoError(t, err)
+	assert.Empty(t, own(), "after the abandoned loop ended")
 }

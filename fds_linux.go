@@ -5,6 +5,7 @@ package leaktest
 import (
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 )
 
@@ -12,8 +13,13 @@ import (
 // /proc/self/fd into a buffer it owns. The directory stays open and is
 // rewound for each count (procfs lists the table anew), because opening it
 // would allocate the path.
+//
+// The lock is for close, which a timed-out Measure calls while the
+// abandoned loop may still count: a descriptor number closed and reused
+// would be read as another file.
 type fdCounter struct {
-	dir int
+	mu  sync.Mutex
+	dir int // -1 when closed
 	buf [8192]byte
 }
 
@@ -30,10 +36,22 @@ func newFDCounter() *fdCounter {
 	return c
 }
 
-func (c *fdCounter) close() { syscall.Close(c.dir) }
+func (c *fdCounter) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dir >= 0 {
+		syscall.Close(c.dir)
+		c.dir = -1
+	}
+}
 
 // count returns the number of open descriptors, not counting its own.
 func (c *fdCounter) count() (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dir < 0 {
+		return 0, false
+	}
 	if _, err := syscall.Seek(c.dir, 0, 0); err != nil {
 		return 0, false
 	}

@@ -195,6 +195,7 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 	case <-timer.C:
 		m.abort.Store(true)
 		m.mem.restore()
+		m.closeFiles()
 		turn.Lock()
 		abandoned = true
 		if finished {

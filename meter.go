@@ -190,6 +190,13 @@ func newMeter(cfg *config, fn func()) *meter {
 
 func (m *meter) close() {
 	m.mem.restore()
+	m.closeFiles()
+}
+
+// closeFiles closes the descriptors the samples read, before Measure
+// returns, so that they are not counted as the caller's: after the loop,
+// or at a timeout, while the abandoned loop may still hold them.
+func (m *meter) closeFiles() {
 	if m.rss != nil {
 		m.rss.close()
 	}
@@ -226,6 +233,7 @@ func (m *meter) loop(done chan<- struct{}) {
 		case !finished && !m.abort.Load():
 			m.err = fmt.Errorf("leaktest: fn called runtime.Goexit on call %d (t.FailNow, t.Fatal or t.SkipNow inside fn?)", m.calls)
 		}
+		m.closeFiles()
 		close(done)
 	}()
 	warmThreads()

@@ -1,5 +1,7 @@
 package leaktest
 
+import "sync"
+
 // rssSource reads the resident set size of the process: the memory the
 // kernel has in RAM for it, the Go heap, cgo's malloc, mmap'd regions and
 // the runtime alike. It is the only view of memory the Go heap never sees.
@@ -8,8 +10,11 @@ package leaktest
 // Where the operating system gives no cheap, cgo-free reading (darwin,
 // windows and others), openRSS returns nil and RSS is reported as
 // unavailable, never as a failure.
+//
+// The lock is for close, as for fdCounter.
 type rssSource struct {
-	fd      int
+	mu      sync.Mutex
+	fd      int  // -1 when closed
 	hasFile bool // the kernel reports RssFile (Linux 4.5 and later)
 	buf     [16 << 10]byte
 }

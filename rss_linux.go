@@ -39,6 +39,11 @@ var (
 // reading that filled the buffer, or lacks a field it had before, is no
 // reading: a value cut short would read as a step.
 func (r *rssSource) read() (rssReading, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fd < 0 {
+		return rssReading{}, false
+	}
 	n, err := syscall.Pread(r.fd, r.buf[:], 0)
 	if err != nil || n <= 0 || n == len(r.buf) {
 		return rssReading{}, false
@@ -83,4 +88,11 @@ func statusKB(b, key []byte) (uint64, bool) {
 
 var kbSuffix = []byte(" kB")
 
-func (r *rssSource) close() { syscall.Close(r.fd) }
+func (r *rssSource) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fd >= 0 {
+		syscall.Close(r.fd)
+		r.fd = -1
+	}
+}
