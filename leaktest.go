@@ -208,7 +208,9 @@ func measure(fn func(), cfg *config, timer *time.Timer, deadline time.Time) (*Re
 		// allocation of the process profiled.
 		m.prof.end()
 		what := fmt.Sprintf("on call %d of fn", m.callsNow.Load())
-		if !m.inFnNow.Load() {
+		if g := m.gaugeNow.Load(); g > 0 {
+			what = fmt.Sprintf("in the gauge of %s, after %d calls", m.gaugeName(int(g)), m.callsNow.Load())
+		} else if !m.inFnNow.Load() {
 			what = "between calls (a Timeout shorter than the measurement needs?)"
 		}
 		return nil, fmt.Errorf("leaktest: timed out after %v, %s; goroutines:\n%s", cfg.timeout, what, allStacks())

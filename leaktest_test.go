@@ -1012,11 +1012,19 @@ func TestTrackGauge(t *testing.T) {
 		{[]Option{Track("x", func() float64 { return 0 }, 0), Track("x", func() float64 { return 0 }, 0)}, `Track("x"): name already in use`},
 		{[]Option{Limit("y", 1)}, `Limit("y", 1): unknown Resource`},
 		{[]Option{Track("nan", func() float64 { return math.NaN() }, 0)}, `leaktest: Track("nan"): the gauge returned NaN after 0 calls`},
+		// A gauge that fails is named, not taken for fn or for leaktest.
+		{[]Option{Track("p", func() float64 { panic("no figures") }, 0)}, `leaktest: Track("p"): the gauge panicked after 0 calls: no figures`},
+		{[]Option{Track("g", func() float64 { runtime.Goexit(); return 0 }, 0)}, `leaktest: Track("g"): the gauge called runtime.Goexit after 0 calls`},
 	} {
 		_, err := Measure(func() {}, tc.opts...)
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), tc.want)
 	}
+	release := make(chan struct{})
+	defer close(release)
+	_, err = Measure(func() {}, Track("blocks", func() float64 { <-release; return 0 }, 0), Budget(100*time.Millisecond), Timeout(200*time.Millisecond))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `leaktest: timed out after 200ms, in the gauge of Track("blocks"), after 0 calls`)
 }
 
 // Built with GOEXPERIMENT=goroutineleakprofile, goroutines the runtime

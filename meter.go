@@ -135,7 +135,9 @@ type meter struct {
 	callsNow atomic.Int64 // calls made, readable after a timeout
 	abort    atomic.Bool
 	inFn     bool
-	inFnNow  atomic.Bool // inFn, for the caller after a timeout
+	inFnNow  atomic.Bool  // inFn, for the caller after a timeout
+	gauge    int          // 1 + the Track gauge being read, 0 when none is
+	gaugeNow atomic.Int32 // gauge, for the caller after a timeout
 	err      error
 }
 
@@ -205,6 +207,11 @@ func (m *meter) closeFiles() {
 	}
 }
 
+// gaugeName names the Track gauge of m.gauge k in errors.
+func (m *meter) gaugeName(k int) string {
+	return fmt.Sprintf("Track(%q)", m.cfg.gauges[k-1].name)
+}
+
 // gaugeError is a Track gauge that returned no number: the measurement
 // stops with it as its error.
 type gaugeError struct{ error }
@@ -228,8 +235,12 @@ func (m *meter) loop(done chan<- struct{}) {
 			m.err = ge.error
 		case r != nil && m.inFn:
 			m.err = fmt.Errorf("leaktest: fn panicked on call %d: %v\n%s", m.calls, r, debug.Stack())
+		case r != nil && m.gauge > 0:
+			m.err = fmt.Errorf("leaktest: %s: the gauge panicked after %d calls: %v\n%s", m.gaugeName(m.gauge), m.calls, r, debug.Stack())
 		case r != nil:
 			m.err = fmt.Errorf("leaktest: internal error: %v\n%s", r, debug.Stack())
+		case !finished && !m.abort.Load() && m.gauge > 0:
+			m.err = fmt.Errorf("leaktest: %s: the gauge called runtime.Goexit after %d calls (t.FailNow, t.Fatal or t.SkipNow inside it?)", m.gaugeName(m.gauge), m.calls)
 		case !finished && !m.abort.Load():
 			m.err = fmt.Errorf("leaktest: fn called runtime.Goexit on call %d (t.FailNow, t.Fatal or t.SkipNow inside fn?)", m.calls)
 		}
@@ -726,7 +737,11 @@ func (m *meter) sample() {
 	m.ys[sFDs] = append(m.ys[sFDs], fds)
 	for i, g := range m.cfg.gauges {
 		s := numSeries + i
+		m.gauge = i + 1
+		m.gaugeNow.Store(int32(i + 1))
 		v := g.read()
+		m.gauge = 0
+		m.gaugeNow.Store(0)
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			panic(gaugeError{fmt.Errorf("leaktest: Track(%q): the gauge returned %v after %d calls", g.name, v, m.calls)})
 		}
