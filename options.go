@@ -61,6 +61,11 @@ type trackedGauge struct {
 }
 
 func newConfig(short bool, opts []Option) *config {
+	return newConfigFrom(short, opts, getenv)
+}
+
+// newConfigFrom is newConfig with the environment read through getenv.
+func newConfigFrom(short bool, opts []Option, getenv func(string) string) *config {
 	c := &config{
 		warmup:  -1,
 		budget:  defaultBudget,

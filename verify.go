@@ -26,8 +26,10 @@ import (
 //
 // Goroutines that are expected to outlive the tests are excused with
 // IgnoreGoroutines (goleak.IgnoreTopFunction, goleak.IgnoreAnyFunction,
-// goleak.IgnoreCurrent, ...); the other options do not apply here. An
-// invalid option is printed and exits with code 1 before any test runs.
+// goleak.IgnoreCurrent, ...); the other options do not apply here, nor
+// do the LEAKTEST_ environment variables (a wrong one fails each
+// measurement, not the tests that make none). An invalid option is
+// printed and exits with code 1 before any test runs.
 func VerifyTestMain(m *testing.M, opts ...Option) {
 	verifyTestMain(m, os.Exit, os.Stderr, opts...)
 }
@@ -41,7 +43,9 @@ type testingM interface {
 // verifyTestMain is VerifyTestMain with the exit and the standard error
 // given, for tests. It returns after calling exit.
 func verifyTestMain(m testingM, exit func(int), stderr io.Writer, opts ...Option) {
-	cfg := newConfig(false, opts)
+	// Without the environment: none of it applies here, and a variable
+	// set wrong for the measurements must not stop tests that make none.
+	cfg := newConfigFrom(false, opts, func(string) string { return "" })
 	if cfg.err != nil {
 		fmt.Fprintln(stderr, cfg.err)
 		exit(1)

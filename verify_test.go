@@ -86,6 +86,15 @@ func TestVerifyTestMainInvalidOption(t *testing.T) {
 	assert.Contains(t, stderr, "leaktest: invalid option: nil Option")
 	assert.False(t, m.ran, "tests ran despite an invalid option")
 
+	// The environment is the measurements' (each fails on a wrong
+	// value): it does not stop the tests.
+	t.Setenv("LEAKTEST_BUDGET", "5")
+	m = newFakeM(0, false)
+	codes, stderr = verifyFake(t, m)
+	assert.Equal(t, []int{0}, codes)
+	assert.Empty(t, stderr)
+	assert.True(t, m.ran)
+
 	// An option goleak.Find refuses is reported in goleak's words.
 	m = newFakeM(0, false)
 	codes, stderr = verifyFake(t, m, IgnoreGoroutines(goleak.Cleanup(func(int) {})))
