@@ -138,6 +138,14 @@ func (m *meter) attribute(slope, limit float64) {
 	// last ones still hold (a goroutine finishing, a timer) weighs enough
 	// per call to pass the limit and confirm a leak that is none.
 	w = max(w, min(full, 4*bin))
+	// That much must end before the Timeout too, at the pace of fn's
+	// calls plus half (every allocation profiled): a leak already found
+	// must not turn into a timeout (Iterations leaves the budget no say
+	// over the calls before it).
+	if need := time.Duration(float64(w)*perCall*3/2) + 2*settleCycles*gc; time.Until(m.deadline) < need+m.cfg.timeout/10 {
+		m.attrSkipped = w
+		return
+	}
 
 	if !m.prof.start() {
 		return

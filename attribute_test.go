@@ -187,6 +187,49 @@ func TestMemProfileRateRestoredWhenTheWindowTimesOut(t *testing.T) {
 	assert.Equal(t, rate+1, runtime.MemProfileRate, "left alone by the window that ended late")
 }
 
+// A leak already found stays a leak when even the window's minimum (four
+// groups of calls) would not end before the Timeout: the window is
+// skipped, with a note, instead of turning the verdict into a timeout (a
+// review: Iterations(96) of a 10 ms call, Timeout(1.5s), timed out on
+// call 123 of fn).
+func TestWindowThatWouldNotFitIsSkipped(t *testing.T) {
+	calls := 0
+	m := newMeter(newConfig(false, nil), func() { calls++ })
+	defer m.close()
+	for i := 0; i <= 128; i++ { // 1 KiB per call, sampled every 64 calls
+		m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/100)
+		m.cycles, m.dropped = append(m.cycles, float64(i)), append(m.dropped, 0)
+		for s := range m.ys {
+			m.ys[s] = append(m.ys[s], 0)
+		}
+		m.ys[sHeap][i] = 1e6 + 1024*64*float64(i)
+		m.n++
+	}
+	m.calls, m.bin = 64*128, 64
+	m.fnTime = time.Duration(m.calls) * time.Millisecond // so the window's 1024 calls need 1.5 s, profiled
+	m.sampled, m.samplesAll = 1, time.Millisecond
+	m.start = time.Now().Add(-2 * m.cfg.budget) // past the budget: the window gets its minimum
+	m.deadline = time.Now().Add(m.cfg.timeout/10 + time.Second)
+	rate := runtime.MemProfileRate
+	m.attribute(1024, 4)
+	assert.Equal(t, 1024, m.attrSkipped)
+	assert.Nil(t, m.attr)
+	assert.Zero(t, calls)
+	assert.Equal(t, rate, runtime.MemProfileRate)
+	rep := m.report()
+	require.True(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"),
+		"no allocation sites: the confirmation window that finds them (1024 calls at least) would not fit before the Timeout (1m0s): a larger Timeout lets it run")
+
+	// With the time for it, it runs.
+	m.attrSkipped = 0
+	m.deadline = time.Now().Add(m.cfg.timeout/10 + 3*time.Second)
+	m.attribute(1024, 4)
+	assert.Zero(t, m.attrSkipped)
+	assert.NotNil(t, m.attr)
+	assert.GreaterOrEqual(t, calls, 1024)
+}
+
 func TestArtifacts(t *testing.T) {
 	dir := t.TempDir()
 	defer func() { openFigures = nil }()

@@ -96,14 +96,17 @@ type meter struct {
 	origin  int     // first call judged with a fixed warm-up; 0 otherwise
 	base    int     // the calls at sample 0 of the current rhythm
 
-	met     []metrics.Sample
-	rss     *rssSource
-	fds     *fdCounter
-	mem     *memLimit
-	prof    profiling // the attribution window's runtime.MemProfileRate
-	st      *stats
-	rng     uint64
-	settled int // descriptors open after the last sample's collection
+	met  []metrics.Sample
+	rss  *rssSource
+	fds  *fdCounter
+	mem  *memLimit
+	prof profiling // the attribution window's runtime.MemProfileRate
+	// attrSkipped is the calls of an attribution window that would not
+	// have fit before the Timeout, so did not run; 0 otherwise.
+	attrSkipped int
+	st          *stats
+	rng         uint64
+	settled     int // descriptors open after the last sample's collection
 	// knownX and knownY are scratch space for the samples where RSS
 	// outside Go is known (judgeOffGo).
 	knownX, knownY []float64

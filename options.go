@@ -136,7 +136,10 @@ func (c *config) fail(format string, args ...any) {
 // heap leak's attribution window calls fn more times afterwards. Without
 // Warmup, the warm-up is the first quarter of the n calls; with Warmup(w),
 // Run makes w+n calls. The budget does not limit the n calls (it still
-// bounds the first part of the attribution window); Timeout does.
+// bounds the first part of the attribution window, down to four groups of
+// calls); Timeout does, and a window whose four groups would not end
+// before it is skipped: the leak is reported without its sites, and a
+// note says why.
 //
 // The n calls are sampled 48 times, a full collection each: the heap
 // limit a run applies is at least the runtime's allowance of 64 B ×

@@ -375,6 +375,11 @@ func (m *meter) report() *Report {
 					m.attr.calls, m.attr.measured))
 			}
 		}
+		if s == sHeap && j.verdict == leak && m.attrSkipped > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf(
+				"no allocation sites: the confirmation window that finds them (%d calls at least) would not fit before the Timeout (%v): a larger Timeout lets it run",
+				m.attrSkipped, m.cfg.timeout))
+		}
 		m.judged[s] = j
 		if s == sHeap && j.verdict != leak && limit > 2*plain {
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
