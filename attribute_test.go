@@ -280,6 +280,44 @@ func TestArtifacts(t *testing.T) {
 	assert.Equal(t, []string{filepath.Join(dir, "TestArtifacts_clean.svg"), filepath.Join(dir, "TestArtifacts_clean.json")}, rep.Files)
 }
 
+// Reports of the same name do not overwrite each other within a process,
+// and a report does not sit beside an earlier run's profiles.
+func TestArtifactsKeepTheirOwnFiles(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "TestX_same")
+	for _, p := range []string{base + ".heap.base.pb.gz", base + ".heap.pb.gz"} {
+		require.NoError(t, os.WriteFile(p, []byte("a leaking run's, before"), 0o644))
+	}
+	run := func() *Report {
+		tb := &fakeTB{}
+		tb.name = "TestX/same"
+		return Run(tb, func() {}, ReportDir(dir), Iterations(50))
+	}
+	first, second := run(), run()
+	assert.Equal(t, []string{base + ".svg", base + ".json"}, first.Files)
+	assert.Equal(t, []string{base + "#01.svg", base + "#01.json"}, second.Files)
+	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	require.NoError(t, err)
+	assert.ElementsMatch(t, append(first.Files, second.Files...), files, "the old profiles removed, no temporary files left")
+	for _, f := range append(first.Files, second.Files...) {
+		fi, err := os.Stat(f)
+		require.NoError(t, err)
+		assert.Positive(t, fi.Size(), f)
+	}
+}
+
+// Under an absolute directory (LEAKTEST_REPORT_DIR for go test ./...),
+// each package's files go in its directory below the module's root.
+func TestBelowModule(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "a", "b"), 0o755))
+	assert.Equal(t, "", belowModule(root), "no go.mod above a temporary directory")
+	require.NoError(t, os.WriteFile(filepath.Join(root, "go.mod"), []byte("module x\n"), 0o644))
+	assert.Equal(t, "", belowModule(root))
+	assert.Equal(t, filepath.Join("a", "b"), belowModule(filepath.Join(root, "a", "b")))
+	assert.Equal(t, "", packageDir(), "this package is its module's root")
+}
+
 func TestReportDirFromEnvironment(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("LEAKTEST_REPORT_DIR", dir)
