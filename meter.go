@@ -130,7 +130,7 @@ type meter struct {
 	hasGuard      bool
 	judged        []judgement
 	judgedList    []int
-	confirming    bool // the last judgement found a leak
+	confirming    [2]bool // the last judgement of each chain found a leak
 	attr          *attribution
 	label         string // pprof label value of this measurement
 	allocs0       uint64
@@ -395,10 +395,13 @@ func (m *meter) adaptive() {
 			last := m.n - 1
 			// minCalls counts planned calls: the jittered last sample may
 			// fall a little short of them.
-			if last >= firstVerdict && last&(last-1) == 0 && float64(last)*m.bin >= minCalls {
+			if c := judgementChain(last); c >= 0 && float64(last)*m.bin >= minCalls {
 				switch m.overall() {
 				case clean:
-					return
+					if c == 0 {
+						return
+					}
+					m.confirming[c] = false
 				case leak:
 					// A leak must be found again at the next
 					// judgement, whose late window is all new samples:
@@ -420,12 +423,12 @@ func (m *meter) adaptive() {
 					// an eighth of a guard ends the run at once: a
 					// fast leak of kernel objects (a mapping per call)
 					// would exhaust them first.
-					if m.confirming && m.confirmed() {
+					if m.confirming[c] && m.confirmed() {
 						return
 					}
-					m.confirming = true
+					m.confirming[c] = true
 				default:
-					m.confirming = false
+					m.confirming[c] = false
 				}
 			}
 			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget && !m.extend() {
@@ -620,7 +623,28 @@ func (m *meter) restart() {
 	}
 	m.n = 1
 	m.base = m.calls
-	m.confirming = false
+	m.confirming = [2]bool{}
+}
+
+// judgementChain says which chain of judgements sample n begins: 0 for 64, 128
+// and 256 samples, 1 for 96 and 192, -1 for none. Each judgement is
+// confirmed by the next of its chain, at twice the calls, whose late
+// window is all new samples. Two chains, because a leak that doubles
+// (a bytes.Buffer or a slice written and never reset) grows in steps
+// that double in height and in spacing: every judgement of one chain
+// sees them at the same places in its windows, and where those are a
+// window's edges, a step reads as a one-time step at every judgement.
+// The second chain sees them elsewhere, a factor of 1.5 on.
+func judgementChain(n int) int {
+	switch {
+	case n < firstVerdict:
+		return -1
+	case n&(n-1) == 0:
+		return 0
+	case n%3 == 0 && (n/3)&(n/3-1) == 0:
+		return 1
+	}
+	return -1
 }
 
 // sampleAvg is the mean time a sample took: about the cost of one full
