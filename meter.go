@@ -16,10 +16,11 @@ import (
 // a run whose rhythm changed (more calls between collections later on)
 // would change what fn has in flight at each sample — goroutines not yet
 // finished, their runtime structures — and that change would look like
-// growth. The rule judges the samples at 64, 128 and 256 (a leak needs two
-// judgements in a row, more where the calls sped up); only a run still
-// undecided at 256 samples drops every other one and doubles the calls
-// between samples.
+// growth. The rule judges the samples at 64, 96, 128, 192 and 256 (a leak
+// needs two judgements in a row of one chain, 64-128-256 or 96-192, more
+// where the calls sped up; see judgementChain); only a run still undecided
+// at 256 samples drops every other one and doubles the calls between
+// samples.
 const (
 	capacity     = 256
 	firstVerdict = 64        // samples before the first judgement

@@ -441,9 +441,15 @@ func (m *meter) report() *Report {
 					"%s grew %s per call, then not at all over the last %d calls: growth that stopped (a worker per tenant, a pool that filled late?); not failed (a larger Budget or Iterations would tell)",
 					res, formatValue(res, j.region.slope), int(m.xs[m.n-1])-j.stoppedAt))
 			default: // lateOnly
+				tell := "a larger Budget or Iterations would tell"
+				if m.cfg.iterations > 0 && s == sHeap {
+					// A leak that doubles (judgementChain) reads so at
+					// any n.
+					tell = "a larger Iterations would tell, unless it is a leak that doubles, a buffer or slice written and never reset, which Iterations misses at any n: measure it without Iterations"
+				}
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"%s grew %s per call over the last %d calls but not clearly before: a one-time step, a leak that started late, or a small leak that noise hides early on (a sawtooth, garbage in flight); not failed (a larger Budget or Iterations would tell)",
-					res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid])))
+					"%s grew %s per call over the last %d calls but not clearly before: a one-time step, a leak that started late, or a small leak that noise hides early on (a sawtooth, garbage in flight); not failed (%s)",
+					res, formatValue(res, j.lateRate), int(m.xs[m.n-1]-m.xs[mid]), tell))
 			}
 		}
 	}
