@@ -97,6 +97,10 @@ type attribution struct {
 	// measured, a longer one) would not fit before the Timeout, so the
 	// verdict stands unconfirmed.
 	cut bool
+	// planned: the calls the window meant to make, when it ended early to
+	// end before the Timeout (calls is what it made); the verdict stands
+	// unconfirmed.
+	planned int
 }
 
 // attribute runs the window. slope is the heap growth per call, limit the
@@ -137,13 +141,17 @@ func (m *meter) attribute(slope, limit float64) {
 	// At least four collection groups, though: over fewer calls, what the
 	// last ones still hold (a goroutine finishing, a timer) weighs enough
 	// per call to pass the limit and confirm a leak that is none.
-	w = max(w, min(full, 4*bin))
-	// That much must end before the Timeout too, at the pace of fn's
+	least := min(full, 4*bin)
+	w = max(w, least)
+	// The window must end before the Timeout too, at the pace of fn's
 	// calls plus half (every allocation profiled): a leak already found
 	// must not turn into a timeout (Iterations leaves the budget no say
-	// over the calls before it).
-	if need := time.Duration(float64(w)*perCall*3/2) + 2*settleCycles*gc; time.Until(m.deadline) < need+m.cfg.timeout/10 {
-		m.attrSkipped = w
+	// over the calls before it). Shorter, then, down to its minimum.
+	if left := time.Until(m.deadline) - m.cfg.timeout/10 - 2*settleCycles*gc; perCall > 0 {
+		w = min(w, int(max(0, float64(left)/(perCall*3/2))))
+	}
+	if w < least {
+		m.attrSkipped = least
 		return
 	}
 
@@ -216,6 +224,13 @@ func (m *meter) attribute(slope, limit float64) {
 			if done == w {
 				break // settleProfile collects after the last group
 			}
+			if !fits(w-done, done) {
+				// Profiled, fn's calls are slower than the plan
+				// allowed for (many small allocations): end here,
+				// with the sites found so far.
+				a.planned, w = w, done
+				break
+			}
 			runtime.GC()
 			if group%every == 0 {
 				read()
@@ -263,6 +278,7 @@ func (m *meter) attribute(slope, limit float64) {
 		// kept in both halves: see the README's Limits.)
 		again := min(a.user, userLate, a.trend-a.runtime) >= slope/2
 		switch {
+		case a.planned > 0:
 		case w >= full:
 			// A full window whose growth fn's code did not keep, but
 			// whose second half still grew a little above the limit: a

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -25,6 +26,9 @@ type figure struct {
 }
 
 var openFigures *figure
+
+// leakSink keeps what a planted leak allocates.
+var leakSink [][]byte
 
 func newFigure() *figure {
 	f := &figure{next: openFigures}
@@ -196,18 +200,7 @@ func TestWindowThatWouldNotFitIsSkipped(t *testing.T) {
 	calls := 0
 	m := newMeter(newConfig(false, nil), func() { calls++ })
 	defer m.close()
-	for i := 0; i <= 128; i++ { // 1 KiB per call, sampled every 64 calls
-		m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/100)
-		m.cycles, m.dropped = append(m.cycles, float64(i)), append(m.dropped, 0)
-		for s := range m.ys {
-			m.ys[s] = append(m.ys[s], 0)
-		}
-		m.ys[sHeap][i] = 1e6 + 1024*64*float64(i)
-		m.n++
-	}
-	m.calls, m.bin = 64*128, 64
-	m.fnTime = time.Duration(m.calls) * time.Millisecond // so the window's 1024 calls need 1.5 s, profiled
-	m.sampled, m.samplesAll = 1, time.Millisecond
+	plantLeak(m)                                // 1 ms a call: the window's 1024 calls need 1.5 s, profiled
 	m.start = time.Now().Add(-2 * m.cfg.budget) // past the budget: the window gets its minimum
 	m.deadline = time.Now().Add(m.cfg.timeout/10 + time.Second)
 	rate := runtime.MemProfileRate
@@ -219,7 +212,7 @@ func TestWindowThatWouldNotFitIsSkipped(t *testing.T) {
 	rep := m.report()
 	require.True(t, rep.Leaked(), "%s", rep)
 	assert.Contains(t, strings.Join(rep.Notes, "\n"),
-		"no allocation sites: the confirmation window that finds them (1024 calls at least) would not fit before the Timeout (1m0s): a larger Timeout lets it run")
+		"no allocation sites, and the verdict is not confirmed: the confirmation window that finds them (1024 calls at least) would not fit before the Timeout (1m0s): a larger Timeout lets it run")
 
 	// With the time for it, it runs.
 	m.attrSkipped = 0
@@ -228,6 +221,77 @@ func TestWindowThatWouldNotFitIsSkipped(t *testing.T) {
 	assert.Zero(t, m.attrSkipped)
 	assert.NotNil(t, m.attr)
 	assert.GreaterOrEqual(t, calls, 1024)
+}
+
+// plantLeak fills m with a measurement of 128 samples 64 calls apart, the
+// heap growing 1 KiB per call, made over 1 ms per call.
+func plantLeak(m *meter) {
+	for i := 0; i <= 128; i++ {
+		m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/100)
+		m.cycles, m.dropped = append(m.cycles, float64(i)), append(m.dropped, 0)
+		for s := range m.ys {
+			m.ys[s] = append(m.ys[s], 0)
+		}
+		m.ys[sHeap][i] = 1e6 + 1024*64*float64(i)
+		m.n++
+	}
+	m.calls, m.bin = 64*128, 64
+	m.fnTime = time.Duration(m.calls) * time.Millisecond
+	m.sampled, m.samplesAll = 1, time.Millisecond
+}
+
+// A window longer than its minimum that would not fit before the Timeout
+// runs shorter, not at all only below its minimum (1024 calls here).
+func TestWindowShrinksToFit(t *testing.T) {
+	calls := 0
+	m := newMeter(newConfig(false, nil), func() {
+		calls++
+		leakSink = append(leakSink, make([]byte, 1024)) // found again: no second pass
+	})
+	defer m.close()
+	defer func() { leakSink = nil }()
+	plantLeak(m)
+	m.fnTime = time.Duration(m.calls) * 200 * time.Microsecond // 0.3 ms a call, profiled
+	m.start = time.Now()                                       // a quarter of the budget: some 4000 calls
+	m.deadline = time.Now().Add(m.cfg.timeout/10 + time.Second)
+	m.attribute(1024, 4)
+	assert.Zero(t, m.attrSkipped)
+	require.NotNil(t, m.attr)
+	assert.Zero(t, m.attr.planned)
+	assert.GreaterOrEqual(t, calls, 1024)
+	assert.Less(t, calls, 3500, "what fits in the second left, at 0.3 ms a call")
+}
+
+// A window whose calls, profiled, turn out slower than planned for ends
+// before the Timeout, with the sites of the calls it made and the verdict
+// kept, unconfirmed.
+func TestWindowEndsEarlyWhenProfiledCallsAreSlow(t *testing.T) {
+	calls := 0
+	m := newMeter(newConfig(false, nil), func() {
+		if runtime.MemProfileRate == 1 {
+			time.Sleep(2 * time.Millisecond) // stands for many small allocations, each profiled
+		}
+		calls++
+		leakSink = append(leakSink, make([]byte, 1024))
+	})
+	defer m.close()
+	defer func() { leakSink = nil }()
+	plantLeak(m)
+	m.fnTime = time.Duration(m.calls) * time.Microsecond // unprofiled, the window fits easily
+	m.start = time.Now().Add(-2 * m.cfg.budget)          // past the budget: the window gets its minimum
+	m.deadline = time.Now().Add(m.cfg.timeout/10 + 1500*time.Millisecond)
+	m.attribute(1024, 4)
+	require.NotNil(t, m.attr)
+	assert.Equal(t, 1024, m.attr.planned)
+	assert.Less(t, calls, 1024)
+	assert.Equal(t, calls, m.attr.calls)
+	assert.Greater(t, time.Until(m.deadline), m.cfg.timeout/10, "ended before the Timeout's last tenth")
+	require.NotEmpty(t, m.attr.sites)
+	assert.Contains(t, m.attr.sites[0].Function, "TestWindowEndsEarlyWhenProfiledCallsAreSlow")
+	rep := m.report()
+	require.True(t, rep.Leaked(), "%s", rep)
+	assert.Contains(t, strings.Join(rep.Notes, "\n"), fmt.Sprintf(
+		"the confirmation window ended after %d of its 1024 calls, to end before the Timeout (1m0s; profiled, fn's calls were slower than planned for): the sites are those calls', and the verdict is not confirmed", calls))
 }
 
 func TestArtifacts(t *testing.T) {

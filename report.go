@@ -361,7 +361,11 @@ func (m *meter) report() *Report {
 			}
 		}
 		if s == sHeap && j.verdict == leak && m.attr != nil {
-			if why := m.notConfirmed(limit, heapSlope(j)); why != "" {
+			if m.attr.planned > 0 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"the confirmation window ended after %d of its %d calls, to end before the Timeout (%v; profiled, fn's calls were slower than planned for): the sites are those calls', and the verdict is not confirmed: a larger Timeout lets it run",
+					m.attr.calls, m.attr.planned, m.cfg.timeout))
+			} else if why := m.notConfirmed(limit, heapSlope(j)); why != "" {
 				rep.Notes = append(rep.Notes, why)
 				j.verdict = clean
 				overturned = true
@@ -377,7 +381,7 @@ func (m *meter) report() *Report {
 		}
 		if s == sHeap && j.verdict == leak && m.attrSkipped > 0 {
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
-				"no allocation sites: the confirmation window that finds them (%d calls at least) would not fit before the Timeout (%v): a larger Timeout lets it run",
+				"no allocation sites, and the verdict is not confirmed: the confirmation window that finds them (%d calls at least) would not fit before the Timeout (%v): a larger Timeout lets it run",
 				m.attrSkipped, m.cfg.timeout))
 		}
 		m.judged[s] = j
