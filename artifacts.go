@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,11 +19,12 @@ import (
 // pair when attribution ran, and lists the files in rep.Files.
 func (m *meter) writeArtifacts(rep *Report) error {
 	dir := m.cfg.reportDir
-	if filepath.IsAbs(dir) {
+	if rooted(dir) {
 		// go test ./... runs each package's tests in a process of its
 		// own, in the package's directory: a relative directory is the
-		// package's, an absolute one is shared, and tests of the same
-		// name in two packages would overwrite each other's files.
+		// package's, a rooted one is shared, and tests of the same
+		// name in two packages (of one module or of several, in a
+		// go.work) would overwrite each other's files.
 		dir = filepath.Join(dir, packageDir())
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -75,20 +78,23 @@ func (m *meter) writeArtifacts(rep *Report) error {
 	return errors.Join(errs...)
 }
 
+// rooted: dir starts at a file system's root, on its drive or not
+// (Windows' \reports is not absolute, but no more the package's own).
+func rooted(dir string) bool {
+	return filepath.IsAbs(dir) || filepath.VolumeName(dir) == "" && dir != "" && os.IsPathSeparator(dir[0])
+}
+
 // writeFile writes data to path through a temporary file renamed into
 // place, so that a reader (or another process writing the same report)
 // never sees half of it.
 func writeFile(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".leaktest-*.tmp")
+	f, err := createTemp(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644) // CreateTemp's 0600 is for secrets
 	}
 	if err == nil {
 		err = os.Rename(f.Name(), path)
@@ -99,28 +105,75 @@ func writeFile(path string, data []byte) error {
 	return err
 }
 
-// written counts the reports written per path by this process: a second
+// createTemp is os.CreateTemp with the mode of a file os.WriteFile
+// creates (0644 less the umask), not CreateTemp's 0600, which is for
+// secrets.
+func createTemp(dir string) (*os.File, error) {
+	for try := 0; ; try++ {
+		name := filepath.Join(dir, ".leaktest-"+strconv.FormatUint(rand.Uint64(), 36)+".tmp")
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, fs.ErrExist) && try < 100 {
+			continue
+		}
+		return f, err
+	}
+}
+
+// written holds the bases this process has handed out: a second
 // measurement under the same name (two Run calls in a test, -count=2)
-// gets "#01", as go test names a second subtest of the same name.
+// gets "#01", as go test names a second subtest of the same name, or the
+// next number free, since go test's own "A#01" may be taken already.
 var written = struct {
 	sync.Mutex
-	n map[string]int
-}{n: map[string]int{}}
+	used map[string]bool
+}{used: map[string]bool{}}
 
 func uniqueBase(base string) string {
 	written.Lock()
 	defer written.Unlock()
-	k := written.n[base]
-	written.n[base] = k + 1
-	if k == 0 {
-		return base
+	name := base
+	for k := 1; written.used[name]; k++ {
+		name = fmt.Sprintf("%s#%02d", base, k)
 	}
-	return fmt.Sprintf("%s#%02d", base, k)
+	written.used[name] = true
+	if name == base {
+		removeStale(base, written.used)
+	}
+	return name
 }
 
-// packageDir is the directory of the tests' package below its module's
-// root: "" for the root, and outside go test, which runs a package's tests
-// in its directory.
+// artifactExts are the endings of the files a report writes.
+var artifactExts = [...]string{".json", ".svg", ".heap.base.pb.gz", ".heap.pb.gz"}
+
+// removeStale removes the files of an earlier process's further
+// measurements under base's name (base#01.json, ...), which this process
+// has not written: they would read as this run's.
+func removeStale(base string, used map[string]bool) {
+	entries, err := os.ReadDir(filepath.Dir(base))
+	if err != nil {
+		return
+	}
+	prefix := filepath.Base(base) + "#"
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
+		if digits < 2 {
+			continue
+		}
+		for _, ext := range artifactExts {
+			if rest[digits:] == ext && !used[base+"#"+rest[:digits]] {
+				os.Remove(filepath.Join(filepath.Dir(base), e.Name()))
+			}
+		}
+	}
+}
+
+// packageDir is the import path of the tests' package, as a relative
+// path: "" outside go test, which runs a package's tests in its
+// directory, or outside a module.
 var packageDir = sync.OnceValue(func() string {
 	if !testing.Testing() {
 		return ""
@@ -129,19 +182,28 @@ var packageDir = sync.OnceValue(func() string {
 	if err != nil {
 		return ""
 	}
-	return belowModule(wd)
+	return importPath(wd)
 })
 
-// belowModule is dir's path below the nearest directory, dir or above,
-// that holds a go.mod; "" for that directory or when there is none.
-func belowModule(dir string) string {
+// importPath is dir's import path, from the nearest go.mod, dir or above:
+// its module path, then dir's path below it, each element a safe file
+// name; "" when there is none.
+func importPath(dir string) string {
 	for root := dir; ; {
-		if _, err := os.Stat(filepath.Join(root, "go.mod")); err == nil {
+		if data, err := os.ReadFile(filepath.Join(root, "go.mod")); err == nil {
+			mod := modulePath(data)
 			rel, err := filepath.Rel(root, dir)
-			if err != nil || rel == "." {
+			if mod == "" || err != nil {
 				return ""
 			}
-			return rel
+			elems := strings.Split(mod, "/")
+			if rel != "." {
+				elems = append(elems, strings.Split(filepath.ToSlash(rel), "/")...)
+			}
+			for i, e := range elems {
+				elems[i] = safeName(e)
+			}
+			return filepath.Join(elems...)
 		}
 		up := filepath.Dir(root)
 		if up == root {
@@ -149,6 +211,21 @@ func belowModule(dir string) string {
 		}
 		root = up
 	}
+}
+
+// modulePath is the path in a go.mod's module directive; "" without one.
+func modulePath(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		line, _, _ = strings.Cut(line, "//")
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "module" {
+			if p, err := strconv.Unquote(f[1]); err == nil {
+				return p
+			}
+			return f[1]
+		}
+	}
+	return ""
 }
 
 // safeName makes a test name a file name: "/" and anything a file system

@@ -296,12 +296,13 @@ func TestWindowEndsEarlyWhenProfiledCallsAreSlow(t *testing.T) {
 
 func TestArtifacts(t *testing.T) {
 	dir := t.TempDir()
+	out := filepath.Join(dir, packageDir()) // a rooted directory: a folder per package
 	defer func() { openFigures = nil }()
 	tb := &fakeTB{}
 	tb.name = "TestArtifacts/chart leak"
 	rep := Run(tb, drawChart, ReportDir(dir))
 	require.True(t, rep.Leaked())
-	base := filepath.Join(dir, "TestArtifacts_chart_leak")
+	base := filepath.Join(out, "TestArtifacts_chart_leak")
 	want := []string{base + ".heap.base.pb.gz", base + ".heap.pb.gz", base + ".svg", base + ".json"}
 	require.Equal(t, want, rep.Files)
 	require.Len(t, tb.errors, 1)
@@ -332,23 +333,25 @@ func TestArtifacts(t *testing.T) {
 	if _, err := os.Stat(gobin); err != nil {
 		t.Skip("no go command to run pprof")
 	}
-	out, err := exec.Command(gobin, "tool", "pprof", "-top", "-sample_index=inuse_space",
+	top, err := exec.Command(gobin, "tool", "pprof", "-top", "-sample_index=inuse_space",
 		"-diff_base", want[0], want[1]).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	assert.Contains(t, string(out), "leaktest.newFigure")
+	require.NoError(t, err, "%s", top)
+	assert.Contains(t, string(top), "leaktest.newFigure")
 
 	// A clean run writes its report and chart too, and no profiles.
 	tb = &fakeTB{}
 	tb.name = "TestArtifacts/clean"
 	rep = Run(tb, func() {}, ReportDir(dir))
-	assert.Equal(t, []string{filepath.Join(dir, "TestArtifacts_clean.svg"), filepath.Join(dir, "TestArtifacts_clean.json")}, rep.Files)
+	assert.Equal(t, []string{filepath.Join(out, "TestArtifacts_clean.svg"), filepath.Join(out, "TestArtifacts_clean.json")}, rep.Files)
 }
 
 // Reports of the same name do not overwrite each other within a process,
 // and a report does not sit beside an earlier run's profiles.
 func TestArtifactsKeepTheirOwnFiles(t *testing.T) {
 	dir := t.TempDir()
-	base := filepath.Join(dir, "TestX_same")
+	out := filepath.Join(dir, packageDir()) // a rooted directory: a folder per package
+	base := filepath.Join(out, "TestX_same")
+	require.NoError(t, os.MkdirAll(out, 0o755))
 	for _, p := range []string{base + ".heap.base.pb.gz", base + ".heap.pb.gz"} {
 		require.NoError(t, os.WriteFile(p, []byte("a leaking run's, before"), 0o644))
 	}
@@ -360,7 +363,7 @@ func TestArtifactsKeepTheirOwnFiles(t *testing.T) {
 	first, second := run(), run()
 	assert.Equal(t, []string{base + ".svg", base + ".json"}, first.Files)
 	assert.Equal(t, []string{base + "#01.svg", base + "#01.json"}, second.Files)
-	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	files, err := filepath.Glob(filepath.Join(out, "*"))
 	require.NoError(t, err)
 	assert.ElementsMatch(t, append(first.Files, second.Files...), files, "the old profiles removed, no temporary files left")
 	for _, f := range append(first.Files, second.Files...) {
@@ -370,16 +373,82 @@ func TestArtifactsKeepTheirOwnFiles(t *testing.T) {
 	}
 }
 
-// Under an absolute directory (LEAKTEST_REPORT_DIR for go test ./...),
-// each package's files go in its directory below the module's root.
-func TestBelowModule(t *testing.T) {
+// Under a rooted directory (LEAKTEST_REPORT_DIR for go test ./...), each
+// package's files go in a folder named by its import path: packages of
+// different modules (a go.work, a monorepo) keep theirs apart too.
+func TestImportPath(t *testing.T) {
 	root := t.TempDir()
-	require.NoError(t, os.MkdirAll(filepath.Join(root, "a", "b"), 0o755))
-	assert.Equal(t, "", belowModule(root), "no go.mod above a temporary directory")
-	require.NoError(t, os.WriteFile(filepath.Join(root, "go.mod"), []byte("module x\n"), 0o644))
-	assert.Equal(t, "", belowModule(root))
-	assert.Equal(t, filepath.Join("a", "b"), belowModule(filepath.Join(root, "a", "b")))
-	assert.Equal(t, "", packageDir(), "this package is its module's root")
+	for _, d := range []string{"a/b", "other/c"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, filepath.FromSlash(d)), 0o755))
+	}
+	assert.Equal(t, "", importPath(root), "no go.mod above a temporary directory")
+	require.NoError(t, os.WriteFile(filepath.Join(root, "go.mod"), []byte("// a comment\nmodule example.com/x // the root\n\ngo 1.21\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "other", "go.mod"), []byte("module \"example.com/other\"\n"), 0o644))
+	assert.Equal(t, filepath.Join("example.com", "x"), importPath(root))
+	assert.Equal(t, filepath.Join("example.com", "x", "a", "b"), importPath(filepath.Join(root, "a", "b")))
+	assert.Equal(t, filepath.Join("example.com", "other", "c"), importPath(filepath.Join(root, "other", "c")))
+	assert.Equal(t, filepath.Join("github.com", "heapslope", "leaktest"), packageDir())
+
+	// A module path that would climb out of the directory stays in it.
+	require.NoError(t, os.WriteFile(filepath.Join(root, "go.mod"), []byte("module ../../etc\n"), 0o644))
+	assert.Equal(t, filepath.Join("leaktest", "leaktest", "etc"), importPath(root))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "go.mod"), []byte("go 1.21\n"), 0o644))
+	assert.Equal(t, "", importPath(root), "no module directive")
+}
+
+// A directory from a file system's root is shared by go test's
+// packages: on Windows, \reports too, though not absolute.
+func TestRooted(t *testing.T) {
+	assert.False(t, rooted("reports"))
+	assert.False(t, rooted(""))
+	if runtime.GOOS == "windows" {
+		assert.True(t, rooted(`C:\reports`))
+		assert.True(t, rooted(`\reports`))
+		assert.True(t, rooted(`/reports`))
+		assert.False(t, rooted(`C:reports`), "relative to the drive's working directory")
+	} else {
+		assert.True(t, rooted("/reports"))
+	}
+}
+
+// Two Runs in a subtest A write A and A#01, and go test's own second
+// subtest A, named A#01, gets a name of its own, not A#01's files.
+func TestArtifactNamesDoNotCollide(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, packageDir()) // a rooted directory: a folder per package
+	var files []string
+	for _, name := range []string{"TestY/A", "TestY/A", "TestY/A#01"} {
+		tb := &fakeTB{}
+		tb.name = name
+		rep := Run(tb, func() {}, ReportDir(dir), Iterations(50))
+		require.Len(t, rep.Files, 2)
+		files = append(files, rep.Files...)
+	}
+	base := filepath.Join(out, "TestY_A")
+	assert.Equal(t, []string{base + ".svg", base + ".json", base + "#01.svg", base + "#01.json", base + "#01#01.svg", base + "#01#01.json"}, files)
+}
+
+// A process writing a name first removes what an earlier process's
+// further measurements under it left (A#01, A#02 ...), and nothing else.
+func TestArtifactsOfAnEarlierRunAreRemoved(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, packageDir()) // a rooted directory: a folder per package
+	keep := []string{"TestZ_B#01.json", "TestZ_A#1.json", "TestZ_A#01.txt", "TestZ_AB#01.json"}
+	stale := []string{"TestZ_A#01.json", "TestZ_A#01.svg", "TestZ_A#02.heap.pb.gz", "TestZ_A#02.heap.base.pb.gz"}
+	require.NoError(t, os.MkdirAll(out, 0o755))
+	for _, f := range append(keep, stale...) {
+		require.NoError(t, os.WriteFile(filepath.Join(out, f), []byte("an earlier run's"), 0o644))
+	}
+	tb := &fakeTB{}
+	tb.name = "TestZ/A"
+	rep := Run(tb, func() {}, ReportDir(dir), Iterations(50))
+	want := append([]string{}, rep.Files...)
+	for _, f := range keep {
+		want = append(want, filepath.Join(out, f))
+	}
+	got, err := filepath.Glob(filepath.Join(out, "*"))
+	require.NoError(t, err)
+	assert.ElementsMatch(t, want, got)
 }
 
 func TestReportDirFromEnvironment(t *testing.T) {

@@ -3,6 +3,8 @@ package leaktest
 import (
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,6 +122,24 @@ func FuzzSafeName(f *testing.F) {
 		}
 		if safeName(s) != s {
 			t.Fatalf("safeName is not idempotent on %q", s)
+		}
+	})
+}
+
+// Whatever a go.mod's module line says, the package's folder stays below
+// the report directory.
+func FuzzImportPath(f *testing.F) {
+	for _, s := range []string{"module example.com/x", "module \"../../etc\"", "module /abs // c", "module a\\..\\..\\b", "module C:/x", "module (\n\tx\n)"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, gomod string) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := importPath(dir)
+		if p != "" && !filepath.IsLocal(p) {
+			t.Fatalf("importPath for %q = %q, not below the report directory", gomod, p)
 		}
 	})
 }

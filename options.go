@@ -271,7 +271,11 @@ func Track(name string, gauge func() float64, limit float64) Option {
 // measurement of process pid (Measure): <name>.json (the report), <name>.svg (a
 // chart of each series), and for a heap leak <name>.heap.base.pb.gz and
 // <name>.heap.pb.gz, heap profiles at the start and end of the attribution
-// window, for go tool pprof -diff_base. The environment variable
+// window, for go tool pprof -diff_base. A further measurement under the
+// same name in the process is <name>#01 (or the next number free). A dir
+// from the file system's root, which the packages of go test ./... share,
+// gets a folder per package, named by its import path:
+// dir/example.com/svc/cache/<name>.json. The environment variable
 // LEAKTEST_REPORT_DIR does the same for every test; the option wins.
 func ReportDir(dir string) Option {
 	return optionFunc(func(c *config) {
