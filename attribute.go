@@ -99,8 +99,9 @@ type attribution struct {
 	cut bool
 	// planned: the calls the window meant to make, when it ended early to
 	// end before the Timeout (calls is what it made); the verdict stands
-	// unconfirmed.
-	planned int
+	// unconfirmed, unless the runtime's structures explain it over at
+	// least the window's minimum, least.
+	planned, least int
 }
 
 // attribute runs the window. slope is the heap growth per call, limit the
@@ -161,7 +162,7 @@ func (m *meter) attribute(slope, limit float64) {
 	defer m.prof.stop()
 	attributions.Add(1)
 
-	a := &attribution{measured: m.calls}
+	a := &attribution{measured: m.calls, least: least}
 	// The live heap after the window's collections: every one up to
 	// capacity of them, evenly spaced beyond, and the readings at start,
 	// between passes and at the end. Allocated, like the base profile,
@@ -207,6 +208,14 @@ func (m *meter) attribute(slope, limit float64) {
 		more := time.Since(t0) / time.Duration(w) * time.Duration(k) * 3 / 2
 		return time.Until(m.deadline) >= more+m.cfg.timeout/10
 	}
+	// finishes says whether the k calls left of a pass, at the pace of the
+	// done made (already profiled: no margin on the pace), and the
+	// collections after them, end before the Timeout's last twentieth
+	// (half the reserve the plan kept).
+	finishes := func(k, done int) bool {
+		rest := time.Since(t0)/time.Duration(done)*time.Duration(k) + 2*settleCycles*gc
+		return time.Until(m.deadline) >= rest+m.cfg.timeout/20
+	}
 	// The profile halfway through a first window shorter than full: what
 	// fn's code kept in the window's second half alone (userLate).
 	var mid []runtime.MemProfileRecord
@@ -224,7 +233,7 @@ func (m *meter) attribute(slope, limit float64) {
 			if done == w {
 				break // settleProfile collects after the last group
 			}
-			if !fits(w-done, done) {
+			if !finishes(w-done, done) {
 				// Profiled, fn's calls are slower than the plan
 				// allowed for (many small allocations): end here,
 				// with the sites found so far.

@@ -361,14 +361,14 @@ func (m *meter) report() *Report {
 			}
 		}
 		if s == sHeap && j.verdict == leak && m.attr != nil {
-			if m.attr.planned > 0 {
-				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"the confirmation window ended after %d of its %d calls, to end before the Timeout (%v; profiled, fn's calls were slower than planned for): the sites are those calls', and the verdict is not confirmed: a larger Timeout lets it run",
-					m.attr.calls, m.attr.planned, m.cfg.timeout))
-			} else if why := m.notConfirmed(limit, heapSlope(j)); why != "" {
+			if why := m.notConfirmed(limit, heapSlope(j)); why != "" {
 				rep.Notes = append(rep.Notes, why)
 				j.verdict = clean
 				overturned = true
+			} else if m.attr.planned > 0 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf(
+					"the confirmation window ended after %d of its %d calls, to end before the Timeout (%v; profiled, fn's calls were slower than planned for): the sites are those calls', and the verdict is not confirmed: a larger Timeout lets it run",
+					m.attr.calls, m.attr.planned, m.cfg.timeout))
 			} else if m.attr.cut && m.attr.calls >= m.attr.measured {
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
 					"over a confirmation window of %d calls, fn's code kept %s per call, but the heap still grew %s per call in its second half: a longer window, which could see that growth end (a Go map's tables grow for a while after its cache filled), would not fit before the Timeout: a larger Timeout lets it run",
@@ -515,11 +515,12 @@ func heapSlope(j judgement) float64 {
 // kept less than a quarter of the growth and the live heap grew no more
 // than the limit over the window's second half: its growth had stopped.
 // The first case trusts the profile alone, which can only overstate what
-// fn's code kept; the second needs the heap to agree.
+// fn's code kept; the second needs the heap to agree. Neither judges a
+// window cut short of its minimum.
 func (m *meter) notConfirmed(limit, slope float64) string {
 	a := m.attr
-	if a.calls == 0 {
-		return ""
+	if a.calls == 0 || a.calls < a.least {
+		return "" // a window cut short of its minimum (attribute)
 	}
 	kept := a.kept()
 	switch {
