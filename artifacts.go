@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // writeArtifacts writes the report as JSON and SVG, and the heap profile
@@ -107,10 +108,11 @@ func writeFile(path string, data []byte) error {
 
 // createTemp is os.CreateTemp with the mode of a file os.WriteFile
 // creates (0644 less the umask), not CreateTemp's 0600, which is for
-// secrets.
+// secrets. The name is the process's and a count's: no random source of
+// the user's is drawn from.
 func createTemp(dir string) (*os.File, error) {
 	for try := 0; ; try++ {
-		name := filepath.Join(dir, ".leaktest-"+strconv.FormatUint(rand.Uint64(), 36)+".tmp")
+		name := filepath.Join(dir, fmt.Sprintf(".leaktest-%d-%d-%d.tmp", os.Getpid(), time.Now().UnixNano(), tempCount.Add(1)))
 		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 		if errors.Is(err, fs.ErrExist) && try < 100 {
 			continue
@@ -119,25 +121,37 @@ func createTemp(dir string) (*os.File, error) {
 	}
 }
 
-// written holds the bases this process has handed out: a second
-// measurement under the same name (two Run calls in a test, -count=2)
-// gets "#01", as go test names a second subtest of the same name, or the
-// next number free, since go test's own "A#01" may be taken already.
+var tempCount atomic.Int64
+
+// written holds the bases this process has handed out, and per directory
+// the files of further measurements that were there before it started: a
+// second measurement under the same name (two Run calls in a test,
+// -count=2) gets "~2", the next "~3", a suffix go test does not give
+// subtests (its own second subtest "A" is "A#01").
 var written = struct {
 	sync.Mutex
-	used map[string]bool
-}{used: map[string]bool{}}
+	used  map[string]bool
+	stale map[string]map[string][]string // dir, name: files
+}{used: map[string]bool{}, stale: map[string]map[string][]string{}}
+
+// processStart: files older than this process are an earlier run's.
+var processStart = time.Now()
 
 func uniqueBase(base string) string {
 	written.Lock()
 	defer written.Unlock()
 	name := base
-	for k := 1; written.used[name]; k++ {
-		name = fmt.Sprintf("%s#%02d", base, k)
+	for k := 2; written.used[name]; k++ {
+		name = fmt.Sprintf("%s~%d", base, k)
 	}
 	written.used[name] = true
 	if name == base {
-		removeStale(base, written.used)
+		// An earlier run's further measurements under this name, which
+		// this one has not written, would read as this run's.
+		dir := filepath.Dir(base)
+		for _, f := range staleFiles(dir)[filepath.Base(base)] {
+			os.Remove(filepath.Join(dir, f))
+		}
 	}
 	return name
 }
@@ -145,30 +159,47 @@ func uniqueBase(base string) string {
 // artifactExts are the endings of the files a report writes.
 var artifactExts = [...]string{".json", ".svg", ".heap.base.pb.gz", ".heap.pb.gz"}
 
-// removeStale removes the files of an earlier process's further
-// measurements under base's name (base#01.json, ...), which this process
-// has not written: they would read as this run's.
-func removeStale(base string, used map[string]bool) {
-	entries, err := os.ReadDir(filepath.Dir(base))
-	if err != nil {
-		return
+// staleFiles lists, once per directory and process, the files of further
+// measurements (<name>~<k><ext>) written before the process started, by
+// name. Written since, they are another process's, running beside it.
+func staleFiles(dir string) map[string][]string {
+	if idx, ok := written.stale[dir]; ok {
+		return idx
 	}
-	prefix := filepath.Base(base) + "#"
+	idx := map[string][]string{}
+	written.stale[dir] = idx
+	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		name, ok := furtherOf(e.Name())
 		if !ok {
 			continue
 		}
-		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
-		if digits < 2 {
+		if fi, err := e.Info(); err != nil || !fi.ModTime().Before(processStart) {
 			continue
 		}
-		for _, ext := range artifactExts {
-			if rest[digits:] == ext && !used[base+"#"+rest[:digits]] {
-				os.Remove(filepath.Join(filepath.Dir(base), e.Name()))
-			}
-		}
+		idx[name] = append(idx[name], e.Name())
 	}
+	return idx
+}
+
+// furtherOf returns the name whose further measurement file is, for
+// "<name>~<k><ext>" with k a number from 2 and ext an artifact's ending.
+func furtherOf(file string) (string, bool) {
+	for _, ext := range artifactExts {
+		rest, ok := strings.CutSuffix(file, ext)
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(rest, '~')
+		if i <= 0 {
+			return "", false
+		}
+		if k, err := strconv.Atoi(rest[i+1:]); err != nil || k < 2 || rest[i+1] == '+' || rest[i+1] == '0' {
+			return "", false
+		}
+		return rest[:i], true
+	}
+	return "", false
 }
 
 // packageDir is the import path of the tests' package, as a relative

@@ -369,7 +369,7 @@ func TestArtifactsKeepTheirOwnFiles(t *testing.T) {
 	}
 	first, second := run(), run()
 	assert.Equal(t, []string{base + ".svg", base + ".json"}, first.Files)
-	assert.Equal(t, []string{base + "#01.svg", base + "#01.json"}, second.Files)
+	assert.Equal(t, []string{base + "~2.svg", base + "~2.json"}, second.Files)
 	files, err := filepath.Glob(filepath.Join(out, "*"))
 	require.NoError(t, err)
 	assert.ElementsMatch(t, append(first.Files, second.Files...), files, "the old profiles removed, no temporary files left")
@@ -418,38 +418,46 @@ func TestRooted(t *testing.T) {
 	}
 }
 
-// Two Runs in a subtest A write A and A#01, and go test's own second
-// subtest A, named A#01, gets a name of its own, not A#01's files.
+// Two Runs in a subtest A write A and A~2, a suffix go test does not
+// give: its own second subtest A, named A#01, keeps its name, and a test
+// named A~2 gets a name of its own.
 func TestArtifactNamesDoNotCollide(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, packageDir()) // a rooted directory: a folder per package
 	var files []string
-	for _, name := range []string{"TestY/A", "TestY/A", "TestY/A#01"} {
+	for _, name := range []string{"TestY/A", "TestY/A", "TestY/A#01", "TestY/A~2", "TestY/A"} {
 		tb := &fakeTB{}
 		tb.name = name
 		rep := Run(tb, func() {}, ReportDir(dir), Iterations(50))
 		require.Len(t, rep.Files, 2)
-		files = append(files, rep.Files...)
+		files = append(files, rep.Files[1])
 	}
 	base := filepath.Join(out, "TestY_A")
-	assert.Equal(t, []string{base + ".svg", base + ".json", base + "#01.svg", base + "#01.json", base + "#01#01.svg", base + "#01#01.json"}, files)
+	assert.Equal(t, []string{base + ".json", base + "~2.json", base + "#01.json", base + "~2~2.json", base + "~3.json"}, files)
 }
 
-// A process writing a name first removes what an earlier process's
-// further measurements under it left (A#01, A#02 ...), and nothing else.
+// A process writing a name first removes the files of further
+// measurements under it (A~2, A~3 ...) that are older than the process,
+// and nothing else: not another test's, nor go test's second subtest's
+// (A#01), nor those a process running beside it has just written.
 func TestArtifactsOfAnEarlierRunAreRemoved(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, packageDir()) // a rooted directory: a folder per package
-	keep := []string{"TestZ_B#01.json", "TestZ_A#1.json", "TestZ_A#01.txt", "TestZ_AB#01.json"}
-	stale := []string{"TestZ_A#01.json", "TestZ_A#01.svg", "TestZ_A#02.heap.pb.gz", "TestZ_A#02.heap.base.pb.gz"}
+	keep := []string{"TestZ_B~2.json", "TestZ_A#01.json", "TestZ_A~1.json", "TestZ_A~02.json", "TestZ_A~2.txt", "TestZ_AB~2.json", "TestZ_A~x.json"}
+	stale := []string{"TestZ_A~2.json", "TestZ_A~2.svg", "TestZ_A~3.heap.pb.gz", "TestZ_A~3.heap.base.pb.gz"}
 	require.NoError(t, os.MkdirAll(out, 0o755))
+	before := processStart.Add(-time.Hour)
 	for _, f := range append(keep, stale...) {
-		require.NoError(t, os.WriteFile(filepath.Join(out, f), []byte("an earlier run's"), 0o644))
+		p := filepath.Join(out, f)
+		require.NoError(t, os.WriteFile(p, []byte("an earlier run's"), 0o644))
+		require.NoError(t, os.Chtimes(p, before, before))
 	}
+	beside := filepath.Join(out, "TestZ_A~4.json")
+	require.NoError(t, os.WriteFile(beside, []byte("another process's, now"), 0o644))
 	tb := &fakeTB{}
 	tb.name = "TestZ/A"
 	rep := Run(tb, func() {}, ReportDir(dir), Iterations(50))
-	want := append([]string{}, rep.Files...)
+	want := append([]string{beside}, rep.Files...)
 	for _, f := range keep {
 		want = append(want, filepath.Join(out, f))
 	}

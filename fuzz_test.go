@@ -137,9 +137,17 @@ func FuzzImportPath(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// Below the report directory: relative, and no element climbs.
+		// (Not filepath.IsLocal, which on Windows also refuses names
+		// such as NUL that module paths cannot hold.)
 		p := importPath(dir)
-		if p != "" && !filepath.IsLocal(p) {
-			t.Fatalf("importPath for %q = %q, not below the report directory", gomod, p)
+		if filepath.IsAbs(p) || filepath.VolumeName(p) != "" || p != "" && os.IsPathSeparator(p[0]) {
+			t.Fatalf("importPath for %q = %q, not relative", gomod, p)
+		}
+		for _, e := range strings.Split(filepath.ToSlash(p), "/") {
+			if e == ".." {
+				t.Fatalf("importPath for %q = %q climbs", gomod, p)
+			}
 		}
 	})
 }

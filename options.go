@@ -272,7 +272,7 @@ func Track(name string, gauge func() float64, limit float64) Option {
 // chart of each series), and for a heap leak <name>.heap.base.pb.gz and
 // <name>.heap.pb.gz, heap profiles at the start and end of the attribution
 // window, for go tool pprof -diff_base. A further measurement under the
-// same name in the process is <name>#01 (or the next number free). A dir
+// same name in the process is <name>~2, the next <name>~3. A dir
 // from the file system's root, which the packages of go test ./... share,
 // gets a folder per package, named by its import path:
 // dir/example.com/svc/cache/<name>.json. The environment variable
