@@ -208,14 +208,6 @@ func (m *meter) attribute(slope, limit float64) {
 		more := time.Since(t0) / time.Duration(w) * time.Duration(k) * 3 / 2
 		return time.Until(m.deadline) >= more+m.cfg.timeout/10
 	}
-	// finishes says whether the k calls left of a pass, at the pace of the
-	// done made (already profiled: no margin on the pace), and the
-	// collections after them, end before the Timeout's last twentieth
-	// (half the reserve the plan kept).
-	finishes := func(k, done int) bool {
-		rest := time.Since(t0)/time.Duration(done)*time.Duration(k) + 2*settleCycles*gc
-		return time.Until(m.deadline) >= rest+m.cfg.timeout/20
-	}
 	// The profile halfway through a first window shorter than full: what
 	// fn's code kept in the window's second half alone (userLate).
 	var mid []runtime.MemProfileRecord
@@ -233,7 +225,7 @@ func (m *meter) attribute(slope, limit float64) {
 			if done == w {
 				break // settleProfile collects after the last group
 			}
-			if !finishes(w-done, done) {
+			if !finishes(time.Since(t0), done, w-done, gc, time.Until(m.deadline), m.cfg.timeout) {
 				// Profiled, fn's calls are slower than the plan
 				// allowed for (many small allocations): end here,
 				// with the sites found so far.
@@ -327,6 +319,15 @@ func (m *meter) attribute(slope, limit float64) {
 		a.end = heapProfile()
 	}
 	m.attr = a
+}
+
+// finishes says whether the k calls left of a window's pass, at the pace
+// of the done made in elapsed (already profiled: no margin on the pace),
+// and the collections after them, each gc long, end before the Timeout's
+// last twentieth (half the reserve the plan kept), left away.
+func finishes(elapsed time.Duration, done, k int, gc, left, timeout time.Duration) bool {
+	rest := elapsed/time.Duration(done)*time.Duration(k) + 2*settleCycles*gc
+	return left >= rest+timeout/20
 }
 
 // windowGrowth is the larger of the change per call from the first

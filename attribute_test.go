@@ -247,12 +247,6 @@ func TestWindowShrinksToFit(t *testing.T) {
 	m := newMeter(newConfig(false, nil), func() {
 		calls++
 		leakSink = append(leakSink, make([]byte, 1024)) // found again: no second pass
-		if runtime.MemProfileRate == 1 {
-			// Profiled, a quarter slower than the 0.2 ms planned for:
-			// within the plan's margin, so the window is not cut.
-			for t0 := time.Now(); time.Since(t0) < 250*time.Microsecond; {
-			}
-		}
 	})
 	defer m.close()
 	defer func() { leakSink = nil }()
@@ -267,6 +261,27 @@ func TestWindowShrinksToFit(t *testing.T) {
 	assert.GreaterOrEqual(t, calls, 1024)
 	assert.Less(t, calls, 3500, "what fits in the second left, at 0.3 ms a call")
 	assert.Equal(t, calls, m.attr.calls)
+}
+
+// The check within the window takes the profiled pace as it is: calls a
+// quarter slower than the plan's pace (which has half again for
+// profiling) are not cut, nor twice as slow, which still end before the
+// Timeout's last twentieth; eight times as slow, they are.
+func TestWindowCutOnlyWhenTheRestWouldNotFit(t *testing.T) {
+	const timeout = time.Minute
+	perCall := 200 * time.Microsecond
+	gc := time.Millisecond
+	left := time.Second                                     // before the Timeout's last tenth, at the plan
+	w := int(float64(left-4*gc) / (1.5 * float64(perCall))) // what the plan fits
+	for _, c := range []struct {
+		slower float64
+		fits   bool
+	}{{1, true}, {1.25, true}, {2, true}, {8, false}} {
+		pace := time.Duration(c.slower * float64(perCall))
+		done := 256
+		elapsed := time.Duration(done) * pace
+		assert.Equal(t, c.fits, finishes(elapsed, done, w-done, gc, left+timeout/10-elapsed, timeout), "%gx slower", c.slower)
+	}
 }
 
 // A window whose calls, profiled, turn out slower than planned for ends
