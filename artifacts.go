@@ -194,7 +194,8 @@ func furtherOf(file string) (string, bool) {
 		if i <= 0 {
 			return "", false
 		}
-		if k, err := strconv.Atoi(rest[i+1:]); err != nil || k < 2 || rest[i+1] == '+' || rest[i+1] == '0' {
+		// The number as uniqueBase writes it: no sign, no leading zero.
+		if k, err := strconv.Atoi(rest[i+1:]); err != nil || k < 2 || strconv.Itoa(k) != rest[i+1:] {
 			return "", false
 		}
 		return rest[:i], true
