@@ -128,6 +128,15 @@ func (m *meter) attribute(slope, limit float64) {
 	// The window costs its calls, a collection per bin calls and
 	// settleCycles collections at each end.
 	w := min(full, attrMaxCalls)
+	// The window keeps the measurement's pace, no more calls a second
+	// than its late window made (samples included), in bursts of as many
+	// calls as it made between samples. Memory that follows the calls'
+	// pace, not their number (a cache of the last 20 ms of calls, on a
+	// Go map that never shrinks), would otherwise grow in the window,
+	// whose collections cost less than samples, and confirm the growth
+	// that a pace rising late in the run left in the measurement.
+	burst := max(1, int(m.bin))
+	interval := time.Duration(float64(m.callTime()) * float64(burst))
 	end := m.cfg.budget // or the extension's end (extend)
 	if m.extended != 0 {
 		end = max(end, m.loopEnd)
@@ -135,7 +144,8 @@ func (m *meter) attribute(slope, limit float64) {
 	avail := min(m.cfg.budget/4, time.Until(m.start.Add(end+attrOverrun)))
 	gc := m.sampleAvg()
 	avail -= 2 * settleCycles * gc
-	perCall := float64(m.fnTime)/float64(max(1, m.calls)) + float64(gc)/float64(bin)
+	perCall := max(float64(m.fnTime)/float64(max(1, m.calls))+float64(gc)/float64(bin),
+		float64(interval)/float64(burst))
 	if perCall > 0 {
 		w = min(w, int(float64(avail)/perCall))
 	}
@@ -201,6 +211,7 @@ func (m *meter) attribute(slope, limit float64) {
 	}
 	read()
 	t0 := time.Now()
+	paced := t0 // when the last burst's interval ended
 	// fits says whether k more calls fit before the Timeout, at the rate
 	// of this window's calls (every allocation profiled), with room to
 	// spare.
@@ -218,8 +229,18 @@ func (m *meter) attribute(slope, limit float64) {
 		// sampling's cost.
 		for ; done < w; group++ {
 			step := min(bin, w-done)
-			if !m.callTo(m.calls + step) {
-				return
+			for k := 0; k < step; {
+				b := min(burst, step-k)
+				if !m.callTo(m.calls + b) {
+					return
+				}
+				k += b
+				// From the last burst's end, so that a late burst
+				// does not bring the next one closer.
+				if d := time.Duration(b)*interval/time.Duration(burst) - time.Since(paced); d > 0 {
+					time.Sleep(d)
+				}
+				paced = time.Now()
 			}
 			done += step
 			if done == w {
@@ -319,6 +340,20 @@ func (m *meter) attribute(slope, limit float64) {
 		a.end = heapProfile()
 	}
 	m.attr = a
+}
+
+// callTime is the wall time per call, samples included, of the judged
+// late window (of the whole run, where that has fewer than two samples).
+func (m *meter) callTime() time.Duration {
+	last := m.n - 1
+	_, mid := m.window()
+	if mid >= last || mid < 0 {
+		mid = 0
+	}
+	if dx, dt := m.xs[last]-m.xs[mid], m.ts[last]-m.ts[mid]; dx > 0 && dt > 0 {
+		return time.Duration(dt / dx * float64(time.Second))
+	}
+	return 0
 }
 
 // finishes says whether the k calls left of a window's pass, at the pace

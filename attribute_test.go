@@ -263,6 +263,36 @@ func TestWindowShrinksToFit(t *testing.T) {
 	assert.Equal(t, calls, m.attr.calls)
 }
 
+// The window makes its calls no faster than the measurement did, in
+// bursts of as many calls as it made between samples: a cache that holds
+// the last 20 ms of calls must not hold more in the window (see
+// attribute). plantLeak's measurement made 64 calls every 10 ms; fn's
+// calls take a microsecond.
+func TestWindowKeepsTheMeasurementsPace(t *testing.T) {
+	var at []time.Time
+	m := newMeter(newConfig(false, nil), func() {
+		at = append(at, time.Now())
+		leakSink = append(leakSink, make([]byte, 1024))
+	})
+	defer m.close()
+	defer func() { leakSink = nil }()
+	plantLeak(m)
+	m.fnTime = time.Duration(m.calls) * time.Microsecond
+	m.start = time.Now().Add(-2 * m.cfg.budget) // past the budget: the window gets its minimum
+	m.deadline = time.Now().Add(m.cfg.timeout)
+	m.attribute(1024, 4)
+	require.NotNil(t, m.attr)
+	require.Len(t, at, 1024)
+	// A burst starts no sooner than 10 ms after the one before it
+	// started, so no 10 ms hold calls of more than two bursts.
+	for i, j := 0, 0; i < len(at); i++ {
+		for j < len(at) && at[j].Sub(at[i]) < 10*time.Millisecond {
+			j++
+		}
+		require.LessOrEqual(t, j-i, 2*64, "calls %d to %d within 10 ms", i, j-1)
+	}
+}
+
 // The check within the window takes the profiled pace as it is: calls a
 // quarter slower than the plan's pace (which has half again for
 // profiling) are not cut, nor twice as slow, which still end before the

@@ -316,6 +316,40 @@ var cleanCorpus = []workload{
 			}
 		}, nil
 	}},
+	// The same cache, of 1 KiB entries, whose calls speed up over the
+	// budget (each spins from 100 µs down to nothing): it grows all
+	// through the run as a leak does, and only the attribution window,
+	// at the measurement's pace, finds that it stopped. A window at its
+	// own pace (collections cheaper than samples) held more calls in
+	// 20 ms and confirmed it: 3 false alarms in 13 runs.
+	{name: "plateau/ttl-cache-speeding-up", setup: func(testing.TB) (func(), func()) {
+		type added struct {
+			key int
+			at  time.Time
+		}
+		m := map[int][]byte{}
+		var queue []added
+		key := 0
+		var first time.Time
+		return func() {
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			if e := now.Sub(first); e < defaultBudget {
+				spin := 100 * time.Microsecond * (defaultBudget - e) / defaultBudget
+				for time.Since(now) < spin {
+				}
+			}
+			key++
+			m[key] = make([]byte, 1024)
+			queue = append(queue, added{key, now})
+			for len(queue) > 0 && now.Sub(queue[0].at) > 20*time.Millisecond {
+				delete(m, queue[0].key)
+				queue = queue[1:]
+			}
+		}, nil
+	}},
 	{name: "step/lazy-init-at-call-150", setup: func(testing.TB) (func(), func()) {
 		calls := 0
 		var table []byte
