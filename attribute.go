@@ -235,8 +235,10 @@ func (m *meter) attribute(slope, limit float64) {
 					return
 				}
 				k += b
-				// From the last burst's end, so that a late burst
-				// does not bring the next one closer.
+				// Counted from when the last burst's interval
+				// ended, not from the window's start: a burst that
+				// ran late (the process descheduled) must not bring
+				// the next ones closer, to catch up.
 				if d := time.Duration(b)*interval/time.Duration(burst) - time.Since(paced); d > 0 {
 					time.Sleep(d)
 				}
