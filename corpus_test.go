@@ -296,43 +296,26 @@ var cleanCorpus = []workload{
 	// rises) — bounded, but a leak to judgements that land on such
 	// steps, or on its growth in the first 90 ms (where a fast fn's first
 	// judgements all fall at GOMAXPROCS=1). Rule 5's speed-up clause and
-	// its 150 ms answer it (README, Limits).
+	// its 150 ms answer it, and the attribution window's pace (README,
+	// Limits).
 	{name: "plateau/ttl-cache-20ms", setup: func(testing.TB) (func(), func()) {
-		type added struct {
-			key int
-			at  time.Time
-		}
-		m := map[int][]byte{}
-		var queue []added
-		key := 0
-		return func() {
-			now := time.Now()
-			key++
-			m[key] = make([]byte, 64)
-			queue = append(queue, added{key, now})
-			for len(queue) > 0 && now.Sub(queue[0].at) > 20*time.Millisecond {
-				delete(m, queue[0].key)
-				queue = queue[1:]
-			}
-		}, nil
+		return ttlCache(20*time.Millisecond, 64, nil), nil
 	}},
-	// The same cache, of 1 KiB entries, whose calls speed up over the
+	// Held ten times as long, it grows for longer, and in the window too
+	// at its own pace: 18 false alarms in 25 runs before the window kept
+	// the measurement's pace, 0 in 25 since.
+	{name: "plateau/ttl-cache-200ms", setup: func(testing.TB) (func(), func()) {
+		return ttlCache(200*time.Millisecond, 64, nil), nil
+	}},
+	// The 20 ms cache, of 1 KiB entries, whose calls speed up over the
 	// budget (each spins from 100 µs down to nothing): it grows all
 	// through the run as a leak does, and only the attribution window,
 	// at the measurement's pace, finds that it stopped. A window at its
 	// own pace (collections cheaper than samples) held more calls in
 	// 20 ms and confirmed it: 3 false alarms in 13 runs.
 	{name: "plateau/ttl-cache-speeding-up", setup: func(testing.TB) (func(), func()) {
-		type added struct {
-			key int
-			at  time.Time
-		}
-		m := map[int][]byte{}
-		var queue []added
-		key := 0
 		var first time.Time
-		return func() {
-			now := time.Now()
+		return ttlCache(20*time.Millisecond, 1024, func(now time.Time) {
 			if first.IsZero() {
 				first = now
 			}
@@ -341,14 +324,7 @@ var cleanCorpus = []workload{
 				for time.Since(now) < spin {
 				}
 			}
-			key++
-			m[key] = make([]byte, 1024)
-			queue = append(queue, added{key, now})
-			for len(queue) > 0 && now.Sub(queue[0].at) > 20*time.Millisecond {
-				delete(m, queue[0].key)
-				queue = queue[1:]
-			}
-		}, nil
+		}), nil
 	}},
 	{name: "step/lazy-init-at-call-150", setup: func(testing.TB) (func(), func()) {
 		calls := 0
@@ -409,6 +385,31 @@ var cleanCorpus = []workload{
 		}
 		f.Close()
 	}, nil)},
+}
+
+// ttlCache is fn of a cache of size-byte entries that expire hold after
+// they were added; pace, if not nil, is called first, with the time.
+func ttlCache(hold time.Duration, size int, pace func(now time.Time)) func() {
+	type added struct {
+		key int
+		at  time.Time
+	}
+	m := map[int][]byte{}
+	var queue []added
+	key := 0
+	return func() {
+		now := time.Now()
+		if pace != nil {
+			pace(now)
+		}
+		key++
+		m[key] = make([]byte, size)
+		queue = append(queue, added{key, now})
+		for len(queue) > 0 && now.Sub(queue[0].at) > hold {
+			delete(m, queue[0].key)
+			queue = queue[1:]
+		}
+	}
 }
 
 // runCorpus measures each workload and checks the verdict and the resource.
