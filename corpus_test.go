@@ -301,12 +301,6 @@ var cleanCorpus = []workload{
 	{name: "plateau/ttl-cache-20ms", setup: func(testing.TB) (func(), func()) {
 		return ttlCache(20*time.Millisecond, 64, nil), nil
 	}},
-	// Held ten times as long, it grows for longer, and in the window too
-	// at its own pace: 18 false alarms in 25 runs before the window kept
-	// the measurement's pace, 0 in 25 since.
-	{name: "plateau/ttl-cache-200ms", setup: func(testing.TB) (func(), func()) {
-		return ttlCache(200*time.Millisecond, 64, nil), nil
-	}},
 	// The 20 ms cache, of 1 KiB entries, whose calls speed up over the
 	// budget (each spins from 100 µs down to nothing): it grows all
 	// through the run as a leak does, and only the attribution window,
