@@ -345,13 +345,10 @@ func (m *meter) attribute(slope, limit float64) {
 }
 
 // callTime is the wall time per call, samples included, of the judged
-// late window (of the whole run, where that has fewer than two samples).
+// late window; 0 with fewer than two samples.
 func (m *meter) callTime() time.Duration {
 	last := m.n - 1
 	_, mid := m.window()
-	if mid >= last || mid < 0 {
-		mid = 0
-	}
 	if dx, dt := m.xs[last]-m.xs[mid], m.ts[last]-m.ts[mid]; dx > 0 && dt > 0 {
 		return time.Duration(dt / dx * float64(time.Second))
 	}
