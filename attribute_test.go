@@ -223,8 +223,9 @@ func TestWindowThatWouldNotFitIsSkipped(t *testing.T) {
 	assert.GreaterOrEqual(t, calls, 1024)
 }
 
-// plantLeak fills m with a measurement of 128 samples 64 calls apart, the
-// heap growing 1 KiB per call, made over 1 ms per call.
+// plantLeak fills m with a measurement of 128 samples 64 calls apart and
+// 10 ms apart (156.25 µs a call, samples included), the heap growing 1 KiB
+// per call; fn's own time is set at 1 ms a call, which tests override.
 func plantLeak(m *meter) {
 	for i := 0; i <= 128; i++ {
 		m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/100)
@@ -291,6 +292,31 @@ func TestWindowKeepsTheMeasurementsPace(t *testing.T) {
 		}
 		require.LessOrEqual(t, j-i, 2*64, "calls %d to %d within 10 ms", i, j-1)
 	}
+}
+
+// The window is sized at the measurement's pace, not at fn's own speed: a
+// quarter of the budget holds 4800 calls at plantLeak's 156.25 µs a call,
+// though a microsecond's fn would make all 8192 the measurement made.
+func TestWindowIsSizedAtTheMeasurementsPace(t *testing.T) {
+	calls := 0
+	m := newMeter(newConfig(false, nil), func() {
+		calls++
+		leakSink = append(leakSink, make([]byte, 1024)) // found again: no second pass
+	})
+	defer m.close()
+	defer func() { leakSink = nil }()
+	plantLeak(m)
+	m.fnTime = time.Duration(m.calls) * time.Microsecond
+	m.start = time.Now() // a quarter of the budget for the window
+	m.deadline = time.Now().Add(m.cfg.timeout)
+	m.attribute(1024, 4)
+	require.NotNil(t, m.attr)
+	assert.Equal(t, 156250*time.Nanosecond, m.callTime())
+	assert.Zero(t, m.attr.planned)
+	// The quarter, less the settling collections at each end (plantLeak's
+	// samples took 1 ms).
+	assert.LessOrEqual(t, calls, 4800)
+	assert.GreaterOrEqual(t, calls, 4700)
 }
 
 // The check within the window takes the profiled pace as it is: calls a
