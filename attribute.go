@@ -211,7 +211,7 @@ func (m *meter) attribute(slope, limit float64) {
 	}
 	read()
 	t0 := time.Now()
-	paced := t0 // when the last burst's interval ended
+	paced, last := t0, 0 // when the last burst started, and its calls
 	// fits says whether k more calls fit before the Timeout, at the rate
 	// of this window's calls (every allocation profiled), with room to
 	// spare.
@@ -231,18 +231,29 @@ func (m *meter) attribute(slope, limit float64) {
 			step := min(bin, w-done)
 			for k := 0; k < step; {
 				b := min(burst, step-k)
-				if !m.callTo(m.calls + b) {
+				// A burst starts an interval after the last one
+				// started, as the measurement's did (its sample in
+				// between): counted from that start, not from the
+				// window's, so that a burst that ran late (the
+				// process descheduled) does not bring the next ones
+				// closer, to catch up, and a collection between two
+				// does not either.
+				if d := time.Duration(last)*interval/time.Duration(burst) - time.Since(paced); d > 0 {
+					time.Sleep(d)
+				}
+				paced, last = time.Now(), b
+				// The first half's calls go through callEarly,
+				// which tags their allocations (released).
+				ok := false
+				if w < full && midDone == 0 {
+					ok = m.callEarly(m.calls + b)
+				} else {
+					ok = m.callTo(m.calls + b)
+				}
+				if !ok {
 					return
 				}
 				k += b
-				// Counted from when the last burst's interval
-				// ended, not from the window's start: a burst that
-				// ran late (the process descheduled) must not bring
-				// the next ones closer, to catch up.
-				if d := time.Duration(b)*interval/time.Duration(burst) - time.Since(paced); d > 0 {
-					time.Sleep(d)
-				}
-				paced = time.Now()
 			}
 			done += step
 			if done == w {
@@ -277,10 +288,11 @@ func (m *meter) attribute(slope, limit float64) {
 		a.calls = w
 		a.sites, user, rt = diffSites(base, end, w)
 		a.user, a.runtime = float64(user)/float64(w), float64(rt)/float64(w)
-		userLate := a.user
+		userLate, gone := a.user, 0.0
 		if w < full && midDone > 0 && midDone < w {
 			_, late, _ := diffSites(mid, end, w-midDone)
 			userLate = float64(late) / float64(w-midDone)
+			gone = float64(released(mid, end)) / float64(midDone)
 		}
 		a.trend = m.st.fitTrend(xs, ys, ciZ).slope
 		a.heap = windowGrowth(xs, ys, a.trend)
@@ -300,7 +312,13 @@ func (m *meter) attribute(slope, limit float64) {
 		// the time it is held, the same amount, so in the first half
 		// only. (A window whose half is shorter than that sees it as
 		// kept in both halves: see the README's Limits.)
-		again := min(a.user, userLate, a.trend-a.runtime) >= slope/2
+		// And what fn's code held at the window's middle from its
+		// first half's calls, it must still hold at its end: memory in
+		// flight whose amount follows the calls' speed (a cache of the
+		// last 20 ms of calls, run faster or slower as the machine's
+		// load changes) grows and shrinks in any window, but the first
+		// half's entries are gone by the end; a leak's stay.
+		again := min(a.user, userLate, a.trend-a.runtime) >= slope/2 && gone < slope/2
 		switch {
 		case a.planned > 0:
 		case w >= full:
@@ -342,6 +360,50 @@ func (m *meter) attribute(slope, limit float64) {
 		a.end = heapProfile()
 	}
 	m.attr = a
+}
+
+// callEarly is callTo for the calls of a window's first half: its frame
+// tags their allocations in the heap profile (released).
+//
+//go:noinline
+func (m *meter) callEarly(target int) bool { return m.callTo(target) }
+
+// early reports whether pc, a return address, is in callEarly; cached,
+// as each profile has thousands of frames.
+type early map[uintptr]bool
+
+var earlyEntry = runtime.FuncForPC(reflect.ValueOf((*meter).callEarly).Pointer()).Entry()
+
+func (e early) in(pc uintptr) bool {
+	in, ok := e[pc]
+	if !ok {
+		f := runtime.FuncForPC(pc - 1)
+		in = f != nil && f.Entry() == earlyEntry
+		e[pc] = in
+	}
+	return in
+}
+
+// released is what fn's code allocated in a window's first half (the
+// stacks through callEarly) and held at its middle, less what it still
+// holds at the end: memory in flight, let go since. Allocations of the
+// goroutines fn starts, and of stacks too deep for the profile to reach
+// callEarly, are not tagged and not counted.
+func released(mid, end []runtime.MemProfileRecord) int64 {
+	e := early{}
+	held := func(recs []runtime.MemProfileRecord) (n int64) {
+		for i := range recs {
+			r := &recs[i]
+			if !slices.ContainsFunc(r.Stack0[:], e.in) {
+				continue
+			}
+			if _, kind := siteOf(r.Stack()); kind == userAlloc && !runtimeStructure(r.Stack()) {
+				n += r.InUseBytes()
+			}
+		}
+		return n
+	}
+	return max(0, held(mid)-held(end))
 }
 
 // callTime is the wall time per call, samples included, of the judged
@@ -516,14 +578,27 @@ type inUse struct {
 // that stack holds more.
 func inUseByStack(recs []runtime.MemProfileRecord) map[[32]uintptr]inUse {
 	m := make(map[[32]uintptr]inUse, len(recs))
+	e := early{}
 	for _, r := range recs {
-		u := m[r.Stack0]
+		// Keyed without callEarly's frame, so that a window's first
+		// and second halves' allocations are one stack, as before the
+		// tag; and without the 32nd frame, which the tag pushes out
+		// of a deep stack.
+		var key [32]uintptr
+		k := 0
+		for _, pc := range r.Stack0[:31] {
+			if pc != 0 && !e.in(pc) {
+				key[k] = pc
+				k++
+			}
+		}
+		u := m[key]
 		u.bytes += r.InUseBytes()
 		u.objects += r.InUseObjects()
 		if u.stack == nil {
 			u.stack = append([]uintptr(nil), r.Stack()...) // r is reused (go 1.21 loop)
 		}
-		m[r.Stack0] = u
+		m[key] = u
 	}
 	return m
 }

@@ -292,6 +292,16 @@ func TestWindowKeepsTheMeasurementsPace(t *testing.T) {
 		}
 		require.LessOrEqual(t, j-i, 2*64, "calls %d to %d within 10 ms", i, j-1)
 	}
+	// And a burst starts 10 ms after the last one started, as the
+	// measurement's did, a collection between them or not: one that
+	// came sooner would leave a 20 ms cache holding two bursts.
+	start := at[0]
+	for i := 1; i < len(at); i++ {
+		if at[i].Sub(at[i-1]) > time.Millisecond { // a new burst
+			require.GreaterOrEqual(t, at[i].Sub(start), 9900*time.Microsecond, "burst at call %d", i)
+			start = at[i]
+		}
+	}
 }
 
 // The window is sized at the measurement's pace, not at fn's own speed: a
@@ -317,6 +327,51 @@ func TestWindowIsSizedAtTheMeasurementsPace(t *testing.T) {
 	// samples took 1 ms).
 	assert.LessOrEqual(t, calls, 4800)
 	assert.GreaterOrEqual(t, calls, 4700)
+}
+
+// A cache of the last 20 ms of calls whose calls speed up through the
+// window (a machine whose load eased) holds more at each reading, in both
+// halves, as a leak grows; but the entries that the window's first half
+// made are gone by its end, so the window goes on to the full length
+// rather than confirm at once (released). A leak's first-half entries
+// stay: it is confirmed at once. fn keeps its own clock, in µs, its calls
+// 100 µs apart at first and 20 µs at last, so that the machine's speed
+// does not matter.
+func TestWindowTellsACacheSpeedingUpFromALeak(t *testing.T) {
+	for _, leak := range []bool{false, true} {
+		t.Run(map[bool]string{false: "cache", true: "leak"}[leak], func(t *testing.T) {
+			type added struct {
+				key int
+				at  float64
+			}
+			cache := make(map[int][]byte, 16384) // no table grows in the window
+			var queue []added
+			k, clock := 0, 0.0
+			m := newMeter(newConfig(false, nil), func() {
+				k++
+				clock += max(20, 100-float64(k)/60)
+				cache[k] = make([]byte, 1024)
+				queue = append(queue, added{k, clock})
+				for !leak && clock-queue[0].at > 20000 {
+					delete(cache, queue[0].key)
+					queue = queue[1:]
+				}
+			})
+			defer m.close()
+			defer runtime.KeepAlive(cache)
+			plantLeak(m)
+			m.fnTime = time.Duration(m.calls) * time.Microsecond
+			m.start = time.Now()
+			m.deadline = time.Now().Add(m.cfg.timeout)
+			m.attribute(64, 4)
+			require.NotNil(t, m.attr)
+			if leak {
+				assert.Less(t, m.attr.calls, 8192, "confirmed at once")
+			} else {
+				assert.Equal(t, 8192, m.attr.calls, "went on to the full window")
+			}
+		})
+	}
 }
 
 // The check within the window takes the profiled pace as it is: calls a
