@@ -368,13 +368,13 @@ func (m *meter) attribute(slope, limit float64) {
 //go:noinline
 func (m *meter) callEarly(target int) bool { return m.callTo(target) }
 
-// early reports whether pc, a return address, is in callEarly; cached,
-// as each profile has thousands of frames.
-type early map[uintptr]bool
-
 var earlyEntry = runtime.FuncForPC(reflect.ValueOf((*meter).callEarly).Pointer()).Entry()
 
-func (e early) in(pc uintptr) bool {
+// earlyPCs caches, per return address, whether it is in callEarly: a
+// profile has thousands of frames, most of them the same.
+type earlyPCs map[uintptr]bool
+
+func (e earlyPCs) in(pc uintptr) bool {
 	in, ok := e[pc]
 	if !ok {
 		f := runtime.FuncForPC(pc - 1)
@@ -390,11 +390,11 @@ func (e early) in(pc uintptr) bool {
 // goroutines fn starts, and of stacks too deep for the profile to reach
 // callEarly, are not tagged and not counted.
 func released(mid, end []runtime.MemProfileRecord) int64 {
-	e := early{}
+	e := earlyPCs{}
 	held := func(recs []runtime.MemProfileRecord) (n int64) {
 		for i := range recs {
 			r := &recs[i]
-			if !slices.ContainsFunc(r.Stack0[:], e.in) {
+			if !slices.ContainsFunc(r.Stack(), e.in) {
 				continue
 			}
 			if _, kind := siteOf(r.Stack()); kind == userAlloc && !runtimeStructure(r.Stack()) {
@@ -578,7 +578,7 @@ type inUse struct {
 // that stack holds more.
 func inUseByStack(recs []runtime.MemProfileRecord) map[[32]uintptr]inUse {
 	m := make(map[[32]uintptr]inUse, len(recs))
-	e := early{}
+	e := earlyPCs{}
 	for _, r := range recs {
 		// Keyed without callEarly's frame, so that a window's first
 		// and second halves' allocations are one stack, as before the
