@@ -336,6 +336,8 @@ func TestUndecidedClassifies(t *testing.T) {
 	}{
 		{"clean, flat", judgement{verdict: clean, limit: 4, region: below}, decided},
 		{"clean, above the limit", judgement{verdict: clean, limit: 4, region: above}, noTrend},
+		{"clean, in steps above the limit", judgement{verdict: clean, limit: 4, region: fit{slope: 0}, level: 8}, noTrend},
+		{"clean, in steps below the limit", judgement{verdict: clean, limit: 4, region: fit{slope: 0}, level: 2}, decided},
 		{"clean, no limit", judgement{verdict: clean, region: above}, decided},
 		{"leak", judgement{verdict: leak, limit: 4, region: above}, decided},
 		{"unsure", judgement{verdict: unsure, limit: 4, region: above}, lateOnly},

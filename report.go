@@ -431,8 +431,8 @@ func (m *meter) report() *Report {
 				// rule out a leak above the limit: say so, not a bare
 				// "no leak".
 				rep.Notes = append(rep.Notes, fmt.Sprintf(
-					"%s grew %s ± %s per call over the %d calls judged, more than the limit (%s), but not as a clear trend: noise hides it (a sawtooth, garbage in flight, calls descheduled) or the growth varies; not failed (a larger Budget or Iterations would tell)",
-					res, formatValue(res, j.region.slope), formatValue(res, (j.region.hi-j.region.lo)/2), int(dx), formatValue(res, limit)))
+					"%s grew %s ± %s per call over the %d calls judged, more than the limit (%s), but not as a clear trend: noise hides it (a sawtooth, garbage in flight, calls descheduled), the growth varies, or it came in steps; not failed (a larger Budget or Iterations would tell)",
+					res, formatValue(res, j.growth()), formatValue(res, (j.region.hi-j.region.lo)/2), int(dx), formatValue(res, limit)))
 			}
 		case unsure:
 			switch j.undecided() {
