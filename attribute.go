@@ -393,12 +393,12 @@ func released(mid, end []runtime.MemProfileRecord) int64 {
 	e := earlyPCs{}
 	held := func(recs []runtime.MemProfileRecord) (n int64) {
 		for i := range recs {
-			r := &recs[i]
-			if !slices.ContainsFunc(r.Stack(), e.in) {
+			stk := recs[i].Stack()
+			if !slices.ContainsFunc(stk, e.in) {
 				continue
 			}
-			if _, kind := siteOf(r.Stack()); kind == userAlloc && !runtimeStructure(r.Stack()) {
-				n += r.InUseBytes()
+			if _, kind := siteOf(stk); kind == userAlloc && !runtimeStructure(stk) {
+				n += recs[i].InUseBytes()
 			}
 		}
 		return n

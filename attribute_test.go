@@ -241,17 +241,26 @@ func plantLeak(m *meter) {
 	m.sampled, m.samplesAll = 1, time.Millisecond
 }
 
+// leakingMeter is a meter of plantLeak's measurement whose fn calls each
+// (if not nil) and leaks 1 KiB a call, found again by the window (no
+// second pass); closed, and the leak dropped, when the test ends.
+func leakingMeter(t *testing.T, each func()) *meter {
+	m := newMeter(newConfig(false, nil), func() {
+		if each != nil {
+			each()
+		}
+		leakSink = append(leakSink, make([]byte, 1024))
+	})
+	t.Cleanup(func() { m.close(); leakSink = nil })
+	plantLeak(m)
+	return m
+}
+
 // A window longer than its minimum that would not fit before the Timeout
 // runs shorter, not at all only below its minimum (1024 calls here).
 func TestWindowShrinksToFit(t *testing.T) {
 	calls := 0
-	m := newMeter(newConfig(false, nil), func() {
-		calls++
-		leakSink = append(leakSink, make([]byte, 1024)) // found again: no second pass
-	})
-	defer m.close()
-	defer func() { leakSink = nil }()
-	plantLeak(m)
+	m := leakingMeter(t, func() { calls++ })
 	m.fnTime = time.Duration(m.calls) * 200 * time.Microsecond // 0.3 ms a call, profiled
 	m.start = time.Now()                                       // a quarter of the budget: some 4000 calls
 	m.deadline = time.Now().Add(m.cfg.timeout/10 + time.Second)
@@ -271,13 +280,7 @@ func TestWindowShrinksToFit(t *testing.T) {
 // calls take a microsecond.
 func TestWindowKeepsTheMeasurementsPace(t *testing.T) {
 	var at []time.Time
-	m := newMeter(newConfig(false, nil), func() {
-		at = append(at, time.Now())
-		leakSink = append(leakSink, make([]byte, 1024))
-	})
-	defer m.close()
-	defer func() { leakSink = nil }()
-	plantLeak(m)
+	m := leakingMeter(t, func() { at = append(at, time.Now()) })
 	m.fnTime = time.Duration(m.calls) * time.Microsecond
 	m.start = time.Now().Add(-2 * m.cfg.budget) // past the budget: the window gets its minimum
 	m.deadline = time.Now().Add(m.cfg.timeout)
@@ -309,13 +312,7 @@ func TestWindowKeepsTheMeasurementsPace(t *testing.T) {
 // though a microsecond's fn would make all 8192 the measurement made.
 func TestWindowIsSizedAtTheMeasurementsPace(t *testing.T) {
 	calls := 0
-	m := newMeter(newConfig(false, nil), func() {
-		calls++
-		leakSink = append(leakSink, make([]byte, 1024)) // found again: no second pass
-	})
-	defer m.close()
-	defer func() { leakSink = nil }()
-	plantLeak(m)
+	m := leakingMeter(t, func() { calls++ })
 	m.fnTime = time.Duration(m.calls) * time.Microsecond
 	m.start = time.Now() // a quarter of the budget for the window
 	m.deadline = time.Now().Add(m.cfg.timeout)
@@ -405,7 +402,7 @@ func TestWindowEndsEarlyWhenProfiledCallsAreSlow(t *testing.T) {
 			time.Sleep(8 * time.Millisecond) // stands for many small allocations, each profiled
 		}
 		calls++
-		leakSink = append(leakSink, make([]byte, 1024))
+		leakSink = append(leakSink, make([]byte, 1024)) // its site is this test's
 	})
 	defer m.close()
 	defer func() { leakSink = nil }()
