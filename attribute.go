@@ -3,6 +3,7 @@ package leaktest
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -93,6 +94,9 @@ type attribution struct {
 	heap, late, trend float64
 	// measured is the calls made before the window.
 	measured int
+	// tail is the calls after the window whose end the figures are from
+	// (tailed), if any.
+	tail int
 	// cut: a window as long as the measurement (or, when calls >=
 	// measured, a longer one) would not fit before the Timeout, so the
 	// verdict stands unconfirmed.
@@ -177,7 +181,7 @@ func (m *meter) attribute(slope, limit float64) {
 	// capacity of them, evenly spaced beyond, and the readings at start,
 	// between passes and at the end. Allocated, like the base profile,
 	// before the first reading, so that neither reads as growth.
-	groups := (1+attrExtensions)*full/bin + 1
+	groups := (1+attrExtensions)*full/bin + full/2/bin + 1 // and a tail
 	every := (groups + capacity - 1) / capacity
 	xs := make([]float64, 0, groups/every+4)
 	ys := make([]float64, 0, cap(xs))
@@ -210,6 +214,7 @@ func (m *meter) attribute(slope, limit float64) {
 		runtime.GC()
 	}
 	read()
+	held0 := heldByTag(base)
 	t0 := time.Now()
 	paced, last := t0, 0 // when the last burst started, and its calls
 	// fits says whether k more calls fit before the Timeout, at the rate
@@ -223,6 +228,10 @@ func (m *meter) attribute(slope, limit float64) {
 	// fn's code kept in the window's second half alone (userLate).
 	var mid []runtime.MemProfileRecord
 	midDone := 0
+	// The calls tagged early and late, and the tail's first call (0
+	// before a tail) with the window's figures before it (attribute).
+	var tagged [tags]int
+	tailFrom, untailed := 0, attribution{}
 	for done, group, extended := 0, 1, 0; ; {
 		// The window keeps something of the measuring rhythm, so that
 		// what grows per collection grows here too, at a fraction of the
@@ -242,15 +251,19 @@ func (m *meter) attribute(slope, limit float64) {
 					time.Sleep(d)
 				}
 				paced, last = time.Now(), b
-				// The first half's calls go through callEarly,
-				// which tags their allocations (released).
-				ok := false
-				if w < full && midDone == 0 {
-					ok = m.callEarly(m.calls + b)
-				} else {
-					ok = m.callTo(m.calls + b)
+				// Each call goes through the frame that tags its
+				// part of the window (released, the tail).
+				call := m.callLate
+				switch {
+				case tailFrom > 0:
+					call = m.callTail
+				case 2*done < w:
+					call = m.callEarly
+					tagged[early] += b
+				default:
+					tagged[late] += b
 				}
-				if !ok {
+				if !call(m.calls + b) {
 					return
 				}
 				k += b
@@ -284,6 +297,15 @@ func (m *meter) attribute(slope, limit float64) {
 		settleProfile()
 		read()
 		end, _ := memRecords(nil)
+		if tailFrom > 0 {
+			if a.planned > 0 {
+				*a = untailed // cut short: the window's figures stand
+			} else {
+				a.tailed(held0, heldByTag(end), tagged, w-tailFrom)
+				a.late = max(a.late, lowGrowth(xs, ys, tailFrom))
+			}
+			break
+		}
 		var user, rt int64
 		a.calls = w
 		a.sites, user, rt = diffSites(base, end, w)
@@ -334,6 +356,27 @@ func (m *meter) attribute(slope, limit float64) {
 				!a.runtimeExplains(limit, slope)
 			switch {
 			case !dying || extended == attrExtensions:
+				// A verdict the window confirms, though what its
+				// first half's calls allocated is gone, rests on its
+				// second half's: memory in flight (a map a ticker
+				// replaces every 200 ms, the last 20 ms of a TTL
+				// cache's entries) that the window's end caught at
+				// any point of its rise, or a leak. A tail of calls
+				// tells them apart: in flight, it is let go (tailed).
+				// Not when the heap never fell in the window: a
+				// slice that grows by a quarter at each step lets
+				// its first half's arrays go too, but keeps what
+				// they held.
+				held := heldByTag(end)
+				first := float64(held[early]-held0[early]) / float64(max(1, tagged[early]))
+				other := float64(max(0, held[untagged]-held0[untagged])) / float64(w)
+				fell := drop(ys) >= limit*float64(w)/2
+				if t := full / 2; first+other < slope/4 && fell && full >= a.measured &&
+					a.overturned(limit, slope) == "" && fits(t, w) {
+					untailed, tailFrom = *a, w
+					w += t
+					continue
+				}
 			case !fits(full, w):
 				a.cut = true
 			default:
@@ -362,48 +405,84 @@ func (m *meter) attribute(slope, limit float64) {
 	m.attr = a
 }
 
-// callEarly is callTo for the calls of a window's first half: its frame
-// tags their allocations in the heap profile (released).
+// The window's calls go through frames that tag their allocations in the
+// heap profile: callEarly for its first half, callLate for its second,
+// callTail for the calls after a full window that show what of its
+// allocations was only in flight (attribute). Stack keys drop them.
 //
 //go:noinline
 func (m *meter) callEarly(target int) bool { return m.callTo(target) }
 
-var earlyEntry = runtime.FuncForPC(reflect.ValueOf((*meter).callEarly).Pointer()).Entry()
+//go:noinline
+func (m *meter) callLate(target int) bool { return m.callTo(target) }
 
-// earlyPCs caches, per return address, whether it is in callEarly: a
-// profile has thousands of frames, most of them the same.
-type earlyPCs map[uintptr]bool
+//go:noinline
+func (m *meter) callTail(target int) bool { return m.callTo(target) }
 
-func (e earlyPCs) in(pc uintptr) bool {
-	in, ok := e[pc]
-	if !ok {
-		f := runtime.FuncForPC(pc - 1)
-		in = f != nil && f.Entry() == earlyEntry
-		e[pc] = in
-	}
-	return in
+// tag is the window part whose call made an allocation.
+type tag int8
+
+const (
+	untagged tag = iota // elsewhere: before the window, or another goroutine
+	early
+	late
+	tail
+	tags
+)
+
+var tagEntries = [tags]uintptr{
+	early: funcEntry((*meter).callEarly),
+	late:  funcEntry((*meter).callLate),
+	tail:  funcEntry((*meter).callTail),
 }
 
-// released is what fn's code allocated in a window's first half (the
-// stacks through callEarly) and held at its middle, less what it still
-// holds at the end: memory in flight, let go since. Allocations of the
-// goroutines fn starts, and of stacks too deep for the profile to reach
-// callEarly, are not tagged and not counted.
-func released(mid, end []runtime.MemProfileRecord) int64 {
-	e := earlyPCs{}
-	held := func(recs []runtime.MemProfileRecord) (n int64) {
-		for i := range recs {
-			stk := recs[i].Stack()
-			if !slices.ContainsFunc(stk, e.in) {
-				continue
-			}
-			if _, kind := siteOf(stk); kind == userAlloc && !runtimeStructure(stk) {
-				n += recs[i].InUseBytes()
+func funcEntry(f func(*meter, int) bool) uintptr {
+	return runtime.FuncForPC(reflect.ValueOf(f).Pointer()).Entry()
+}
+
+// tagPCs caches, per return address, the tag of its function: a profile
+// has thousands of frames, most of them the same.
+type tagPCs map[uintptr]tag
+
+func (t tagPCs) of(pc uintptr) tag {
+	g, ok := t[pc]
+	if !ok {
+		if f := runtime.FuncForPC(pc - 1); f != nil {
+			g = tag(slices.Index(tagEntries[:], f.Entry()))
+			g = max(g, untagged)
+		}
+		t[pc] = g
+	}
+	return g
+}
+
+// heldByTag sums, per tag, the bytes that fn's code holds in a profile
+// (the runtime's own structures and leaktest's allocations left out).
+// Allocations of the goroutines fn starts, and of stacks too deep for the
+// profile to reach the tag, are untagged.
+func heldByTag(recs []runtime.MemProfileRecord) (held [tags]int64) {
+	t := tagPCs{}
+	for i := range recs {
+		stk := recs[i].Stack()
+		if _, kind := siteOf(stk); kind != userAlloc || runtimeStructure(stk) {
+			continue
+		}
+		g := untagged
+		for _, pc := range stk {
+			if g = t.of(pc); g != untagged {
+				break
 			}
 		}
-		return n
+		held[g] += recs[i].InUseBytes()
 	}
-	return max(0, held(mid)-held(end))
+	return held
+}
+
+// released is what fn's code allocated in a window's first half and held
+// at its middle, less what it still holds at the end: memory in flight,
+// let go since. Untagged allocations are not counted.
+func released(mid, end []runtime.MemProfileRecord) int64 {
+	return max(0, heldByTag(mid)[early]-heldByTag(end)[early])
 }
 
 // callTime is the wall time per call, samples included, of the judged
@@ -434,6 +513,54 @@ func windowGrowth(xs, ys []float64, slope float64) float64 {
 		return slope
 	}
 	return max((ys[n]-ys[0])/(xs[n]-xs[0]), slope)
+}
+
+// tailed sets the figures of a window followed by a tail of calls: what
+// fn's code allocated in the window and still holds after the tail (its
+// tagged allocations, and the growth of the untagged ones), per call of
+// the window, and of its second half; the lesser of those and the figures
+// at the window's end. Memory in flight is let go in the tail; a leak's
+// stays, as does the larger array a slice or map that doubles moved to
+// (one that grows by less copies it in the tail: lowGrowth).
+func (a *attribution) tailed(held0, held [tags]int64, tagged [tags]int, tail int) {
+	grown := func(g tag) float64 { return float64(max(0, held[g]-held0[g])) }
+	other := grown(untagged) / float64(a.calls)
+	a.user = min(a.user, (grown(early)+grown(late))/float64(a.calls)+other)
+	a.late = min(a.late, grown(late)/float64(max(1, tagged[late]))+other)
+	a.tail = tail
+}
+
+// drop is the largest fall of the live heap from one reading to a later
+// one.
+func drop(ys []float64) float64 {
+	high, fall := math.Inf(-1), 0.0
+	for _, y := range ys {
+		high = max(high, y)
+		fall = max(fall, high-y)
+	}
+	return fall
+}
+
+// lowGrowth is the growth per call of the live heap's low point from the
+// window's second half to the tail (win calls the window's): a slice or
+// map that grows by a quarter at each step copies what the window kept
+// into arrays the tail allocated, which its tags cannot tell from memory
+// in flight; but the heap does not fall, as memory in flight does.
+func lowGrowth(xs, ys []float64, win int) float64 {
+	mid, end := xs[0]+float64(win)/2, xs[0]+float64(win)
+	low, tail := math.Inf(1), math.Inf(1)
+	for i, x := range xs {
+		switch {
+		case x > end:
+			tail = min(tail, ys[i])
+		case x >= mid:
+			low = min(low, ys[i])
+		}
+	}
+	if math.IsInf(low, 0) || math.IsInf(tail, 0) {
+		return math.Inf(1) // no readings to tell: what the heap kept counts
+	}
+	return (tail - low) / (float64(win) / 2)
 }
 
 // kept is the growth per call that fn's code kept in the window: what its
@@ -578,16 +705,16 @@ type inUse struct {
 // that stack holds more.
 func inUseByStack(recs []runtime.MemProfileRecord) map[[32]uintptr]inUse {
 	m := make(map[[32]uintptr]inUse, len(recs))
-	e := earlyPCs{}
+	t := tagPCs{}
 	for _, r := range recs {
-		// Keyed without callEarly's frame, so that a window's first
-		// and second halves' allocations are one stack, as before the
-		// tag; and without the 32nd frame, which the tag pushes out
-		// of a deep stack.
+		// Keyed without the tags' frames, so that all the window's
+		// allocations at a site are one stack, as before the tags; and
+		// without the 32nd frame, which a tag pushes out of a deep
+		// stack.
 		var key [32]uintptr
 		k := 0
 		for _, pc := range r.Stack0[:31] {
-			if pc != 0 && !e.in(pc) {
+			if pc != 0 && t.of(pc) == untagged {
 				key[k] = pc
 				k++
 			}

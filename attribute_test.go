@@ -371,6 +371,76 @@ func TestWindowTellsACacheSpeedingUpFromALeak(t *testing.T) {
 	}
 }
 
+// Memory in flight that a window's end caught high on its rise: fn fills
+// a map of 1 KiB entries that it replaces every 1366 calls, so the full
+// window of 8192 calls ends 1362 calls into a cycle, holding 1362 entries
+// it did not hold at its start, as a leak would (1366 calls stand for a
+// ticker's 200 ms; counted, they make the test exact). What the window's
+// first half allocated is gone by its end, so a tail of calls follows, in
+// which the map is replaced and the window's last entries go too: not a
+// leak. Three leaks are confirmed: one with no replacement (confirmed at
+// once); one whose replacements stop at call 6000, the window's second
+// half kept through the tail (confirmed after it); and a slice of 16 B
+// values beside the map, which grows by a quarter at each step, so that
+// the tail copies the window's values to arrays of its own, but the
+// heap's low point still rises (lowGrowth). Alone, whose heap never
+// falls, that slice is confirmed without a tail.
+func TestWindowTellsMemoryInFlightFromALeak(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		replaceTo  int // the last call that may replace the map; -1: no map
+		values     bool
+		tail       bool
+		overturned bool
+	}{
+		{"in flight", 1 << 30, false, true, true},
+		{"leak", 0, false, false, false},
+		{"leak from call 5464", 6000, false, true, false},
+		{"values beside it", 1 << 30, true, true, false},
+		{"values alone", -1, true, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k := 0
+			entries := map[int][]byte{}
+			var values [][2]uint64
+			m := newMeter(newConfig(false, nil), func() {
+				k++
+				if c.values {
+					values = append(values, [2]uint64{})
+				}
+				if c.replaceTo < 0 {
+					return
+				}
+				entries[k] = make([]byte, 1024)
+				if k%1366 == 0 && k <= c.replaceTo {
+					entries = map[int][]byte{}
+				}
+			})
+			defer m.close()
+			defer func() { entries, values = nil, nil }()
+			plantLeak(m)
+			m.fnTime = time.Duration(m.calls) * time.Microsecond
+			m.start = time.Now()
+			m.deadline = time.Now().Add(m.cfg.timeout)
+			m.attribute(48, 4)
+			require.NotNil(t, m.attr)
+			why := m.notConfirmed(4, 48)
+			if c.tail {
+				assert.Equal(t, 8192, m.attr.calls)
+				assert.Equal(t, 4096, m.attr.tail)
+			} else {
+				assert.Zero(t, m.attr.tail)
+			}
+			if c.overturned {
+				assert.Less(t, m.attr.kept(), 1.0)
+				assert.Regexp(t, `^heap grew 48 B per call, but of 8192 more calls, profiled, fn's code still held .* per call 4096 calls later, and .* per call of their second half's growth: memory held for a while`, why)
+			} else {
+				assert.Empty(t, why)
+			}
+		})
+	}
+}
+
 // The check within the window takes the profiled pace as it is: calls a
 // quarter slower than the plan's pace (which has half again for
 // profiling) are not cut, nor twice as slow, which still end before the
@@ -662,6 +732,9 @@ func TestWindowOverturnsOnlyWhatItCan(t *testing.T) {
 		// Little growth in the window, but it goes on in its second half:
 		// a small leak beside a cache that filled.
 		{"full window, little growth but all of it late", attribution{calls: 1000, measured: 1000, user: 1.2, heap: 1.2, late: 7}, ""},
+		// After a tail of calls, what the window allocated is let go.
+		{"full window and tail, let go", attribution{calls: 1000, measured: 1000, tail: 500, user: 0.2, heap: 40, late: 0.1}, "memory held for a while"},
+		{"full window and tail, second half kept", attribution{calls: 1000, measured: 1000, tail: 500, user: 1, heap: 40, late: 7}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &meter{attr: &tc.a}

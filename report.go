@@ -518,7 +518,11 @@ func heapSlope(j judgement) float64 {
 // fn's code kept; the second needs the heap to agree. Neither judges a
 // window cut short of its minimum.
 func (m *meter) notConfirmed(limit, slope float64) string {
-	a := m.attr
+	return m.attr.overturned(limit, slope)
+}
+
+// overturned is notConfirmed for this window.
+func (a *attribution) overturned(limit, slope float64) string {
 	if a.calls == 0 || a.calls < a.least {
 		return "" // a window cut short of its minimum (attribute)
 	}
@@ -527,11 +531,14 @@ func (m *meter) notConfirmed(limit, slope float64) string {
 	case a.runtimeExplains(limit, slope):
 		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call kept by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
 			formatValue(Heap, slope), a.calls, formatValue(Heap, a.user), formatValue(Heap, a.runtime))
-	case a.calls >= a.measured && kept < slope/4 && a.late <= limit:
-		return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their second half: the growth stopped (a cache that filled late?), not a leak",
-			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)))
+	case a.calls < a.measured || kept >= slope/4 || a.late > limit:
+		return ""
+	case a.tail > 0:
+		return fmt.Sprintf("heap grew %s per call, but of %d more calls, profiled, fn's code still held %s per call %d calls later, and %s per call of their second half's growth: memory held for a while (a map replaced by a ticker? a cache with a time to live?), not a leak",
+			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), a.tail, formatValue(Heap, max(0, a.late)))
 	}
-	return ""
+	return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their second half: the growth stopped (a cache that filled late?), not a leak",
+		formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)))
 }
 
 // goroutineHeap is the heap a leaked goroutine holds by itself: its
