@@ -25,6 +25,10 @@ const (
 	attrMaxBytes = 64 << 20 // growth the window never passes
 	attrMinCalls = 16
 	attrMaxCalls = 16384 // unless only a longer window can overturn the verdict
+	// or the window would be shorter than this: the first part confirms
+	// at once when what its first half's calls allocated stays to its end,
+	// which memory in flight for less than half of it does not.
+	attrMinSpan = 250 * time.Millisecond
 	// Full windows added at most when the growth is dying down (attribute).
 	attrExtensions = 2
 	maxSites       = 5
@@ -151,6 +155,7 @@ func (m *meter) attribute(slope, limit float64) {
 	perCall := max(float64(m.fnTime)/float64(max(1, m.calls))+float64(gc)/float64(bin),
 		float64(interval)/float64(burst))
 	if perCall > 0 {
+		w = min(max(w, int(float64(attrMinSpan)/perCall)), full)
 		w = min(w, int(float64(avail)/perCall))
 	}
 	// At least four collection groups, though: over fewer calls, what the
@@ -340,7 +345,13 @@ func (m *meter) attribute(slope, limit float64) {
 		// last 20 ms of calls, run faster or slower as the machine's
 		// load changes) grows and shrinks in any window, but the first
 		// half's entries are gone by the end; a leak's stay.
-		again := min(a.user, userLate, a.trend-a.runtime) >= slope/2 && gone < slope/2
+		// Nor may the heap have fallen by an eighth of the growth
+		// a leak at that slope would make in it: memory in flight
+		// whose fall came in the first half, the rest still rising at
+		// the end (a map a ticker replaces, in a window shorter than
+		// two of its periods), shows no release from the middle on.
+		again := min(a.user, userLate, a.trend-a.runtime) >= slope/2 && gone < slope/2 &&
+			drop(ys) < slope*float64(w)/8
 		switch {
 		case a.planned > 0:
 		case w >= full:

@@ -326,6 +326,53 @@ func TestWindowIsSizedAtTheMeasurementsPace(t *testing.T) {
 	assert.GreaterOrEqual(t, calls, 4700)
 }
 
+// A first window whose heap fell goes on to the full length: memory in
+// flight let go in its first half (a slice dropped at call 1000), the
+// rest still held at its end, reads as kept in both halves. A leak's heap
+// does not fall: it is confirmed at once (TestWindowTellsMemoryInFlightFromALeak).
+func TestWindowGoesOnWhenTheHeapFell(t *testing.T) {
+	k := 0
+	var held [][]byte
+	m := newMeter(newConfig(false, nil), func() {
+		k++
+		held = append(held, make([]byte, 1024))
+		if k == 1000 {
+			held = nil
+		}
+	})
+	defer m.close()
+	defer func() { held = nil }()
+	plantLeak(m)
+	m.fnTime = time.Duration(m.calls) * time.Microsecond
+	m.start = time.Now() // a quarter of the budget: some 4800 calls
+	m.deadline = time.Now().Add(m.cfg.timeout)
+	m.attribute(48, 4)
+	require.NotNil(t, m.attr)
+	assert.GreaterOrEqual(t, m.attr.calls, 8192, "went on to the full window")
+}
+
+// A window of fast calls runs at least a quarter of a second, past its
+// 16384 calls: memory in flight for 100 ms (a map a ticker replaces) must
+// be let go in its second half for the window to tell it from a leak.
+// Here the measurement made 1024 calls every 10 ms (9.77 µs a call), so
+// 16384 calls would take 160 ms.
+func TestWindowLastsAQuarterSecond(t *testing.T) {
+	calls := 0
+	m := leakingMeter(t, func() { calls++ })
+	for i := range m.xs {
+		m.xs[i] *= 16
+		m.ys[sHeap][i] = 1e6 + 1024*m.xs[i]
+	}
+	m.calls, m.bin = 16*m.calls, 16*m.bin
+	m.fnTime = time.Duration(m.calls) * time.Microsecond
+	m.start = time.Now() // a quarter of the budget for the window
+	m.deadline = time.Now().Add(m.cfg.timeout)
+	m.attribute(1024, 4)
+	require.NotNil(t, m.attr)
+	assert.Equal(t, 9765625*time.Nanosecond/1000, m.callTime())
+	assert.Equal(t, int(attrMinSpan/m.callTime()), calls)
+}
+
 // A cache of the last 20 ms of calls whose calls speed up through the
 // window (a machine whose load eased) holds more at each reading, in both
 // halves, as a leak grows; but the entries that the window's first half
