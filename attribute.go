@@ -126,7 +126,10 @@ type attribution struct {
 // runtime's own structures do not explain it. A full window whose second
 // half still grew a little, though fn's code kept little, goes on (up to
 // attrExtensions more times as many calls) to see whether that growth
-// ends. A false alarm costs more than a slow one.
+// ends. A full window that confirms the verdict on what its second half's
+// calls allocated alone, whose heap fell, goes on to a tail of half as
+// many calls to see whether that is let go (tailed). A false alarm costs
+// more than a slow one.
 func (m *meter) attribute(slope, limit float64) {
 	bin := max(1, 4*int(m.bin)) // a collection every 4 bins
 	full := max(m.calls, attrMinCalls)
@@ -438,7 +441,7 @@ const (
 	early
 	late
 	tail
-	tags
+	tags // how many
 )
 
 var tagEntries = [tags]uintptr{
@@ -459,8 +462,9 @@ func (t tagPCs) of(pc uintptr) tag {
 	g, ok := t[pc]
 	if !ok {
 		if f := runtime.FuncForPC(pc - 1); f != nil {
-			g = tag(slices.Index(tagEntries[:], f.Entry()))
-			g = max(g, untagged)
+			if i := slices.Index(tagEntries[:], f.Entry()); i > 0 {
+				g = tag(i)
+			}
 		}
 		t[pc] = g
 	}
