@@ -560,22 +560,33 @@ func drop(ys []float64) float64 {
 // window's second half to the tail (win calls the window's): a slice or
 // map that grows by a quarter at each step copies what the window kept
 // into arrays the tail allocated, which its tags cannot tell from memory
-// in flight; but the heap does not fall, as memory in flight does.
+// in flight; but its heap does not fall, as memory in flight does. A low
+// point is read at some collection after the fall, when what rises again
+// has risen for up to a reading's interval: the median rise between two
+// readings is taken off, so that a sawtooth's low points, read at random
+// points of that interval, do not read as growth.
 func lowGrowth(xs, ys []float64, win int) float64 {
 	mid, end := xs[0]+float64(win)/2, xs[0]+float64(win)
 	low, tail := math.Inf(1), math.Inf(1)
+	var rises []float64
 	for i, x := range xs {
 		switch {
 		case x > end:
 			tail = min(tail, ys[i])
 		case x >= mid:
 			low = min(low, ys[i])
+		default:
+			continue
+		}
+		if i > 0 && xs[i-1] >= mid && ys[i] > ys[i-1] {
+			rises = append(rises, ys[i]-ys[i-1])
 		}
 	}
 	if math.IsInf(low, 0) || math.IsInf(tail, 0) {
 		return math.Inf(1) // no readings to tell: what the heap kept counts
 	}
-	return (tail - low) / (float64(win) / 2)
+	slices.Sort(rises)
+	return (tail - low - median(rises)) / (float64(win) / 2)
 }
 
 // kept is the growth per call that fn's code kept in the window: what its

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -326,6 +327,31 @@ func TestWindowIsSizedAtTheMeasurementsPace(t *testing.T) {
 	assert.GreaterOrEqual(t, calls, 4700)
 }
 
+// lowGrowth over a window of 4000 calls and a tail of 2000, read every
+// 100 calls: a sawtooth of 100 B per call let go every 730 calls grows
+// not at all, whatever its phase (without the median rise taken off, it
+// does at some); 16 B per call beside it grows by more than a limit of 4 B
+// (the rise taken off costs it up to 10 B); a heap that only grows, 8 B
+// per call, by about 8 B.
+func TestLowGrowth(t *testing.T) {
+	series := func(y func(x float64) float64) (xs, ys []float64) {
+		for x := 0.0; x <= 6000; x += 100 {
+			xs, ys = append(xs, x), append(ys, y(x))
+		}
+		return xs, ys
+	}
+	for phase := 0.0; phase < 730; phase += 37 {
+		saw := func(x float64) float64 { return 1e6 + 100*math.Mod(x+phase, 730) }
+		xs, ys := series(saw)
+		assert.LessOrEqual(t, lowGrowth(xs, ys, 4000), 0.0, "sawtooth, phase %g", phase)
+		xs, ys = series(func(x float64) float64 { return saw(x) + 16*x })
+		got := lowGrowth(xs, ys, 4000)
+		assert.True(t, got > 4 && got < 24, "16 B beside it, phase %g: %g", phase, got)
+	}
+	xs, ys := series(func(x float64) float64 { return 1e6 + 8*x })
+	assert.InDelta(t, 8, lowGrowth(xs, ys, 4000), 0.5)
+}
+
 // A first window whose heap fell goes on to the full length: memory in
 // flight let go in its first half (a slice dropped at call 1000), the
 // rest still held at its end, reads as kept in both halves. A leak's heap
@@ -427,11 +453,11 @@ func TestWindowTellsACacheSpeedingUpFromALeak(t *testing.T) {
 // which the map is replaced and the window's last entries go too: not a
 // leak. Three leaks are confirmed: one with no replacement (confirmed at
 // once); one whose replacements stop at call 6000, the window's second
-// half kept through the tail (confirmed after it); and a slice of 16 B
-// values beside the map, which grows by a quarter at each step, so that
-// the tail copies the window's values to arrays of its own, but the
-// heap's low point still rises (lowGrowth). Alone, whose heap never
-// falls, that slice is confirmed without a tail.
+// half kept through the tail (confirmed after it); and a slice of 64 B
+// values beside a map of 64 B entries, which grows by a quarter at each
+// step, so that the tail copies the window's values to arrays of its own,
+// but the heap's low point still rises (lowGrowth). Alone, whose heap
+// never falls, that slice is confirmed without a tail.
 func TestWindowTellsMemoryInFlightFromALeak(t *testing.T) {
 	for _, c := range []struct {
 		name       string
@@ -449,16 +475,18 @@ func TestWindowTellsMemoryInFlightFromALeak(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			k := 0
 			entries := map[int][]byte{}
-			var values [][2]uint64
+			var values [][8]uint64
 			m := newMeter(newConfig(false, nil), func() {
 				k++
+				size := 1024
 				if c.values {
-					values = append(values, [2]uint64{})
+					values = append(values, [8]uint64{})
+					size = 64
 				}
 				if c.replaceTo < 0 {
 					return
 				}
-				entries[k] = make([]byte, 1024)
+				entries[k] = make([]byte, size)
 				if k%1366 == 0 && k <= c.replaceTo {
 					entries = map[int][]byte{}
 				}
