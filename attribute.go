@@ -127,8 +127,8 @@ type attribution struct {
 // half still grew a little, though fn's code kept little, goes on (up to
 // attrExtensions more times as many calls) to see whether that growth
 // ends. A full window that confirms the verdict on what its second half's
-// calls allocated alone, whose heap fell, goes on to a tail of half as
-// many calls to see whether that is let go (tailed). A false alarm costs
+// calls allocated alone, whose heap fell, goes on to a tail of as many
+// calls to see whether that is let go (tailed). A false alarm costs
 // more than a slow one.
 func (m *meter) attribute(slope, limit float64) {
 	bin := max(1, 4*int(m.bin)) // a collection every 4 bins
@@ -189,7 +189,7 @@ func (m *meter) attribute(slope, limit float64) {
 	// capacity of them, evenly spaced beyond, and the readings at start,
 	// between passes and at the end. Allocated, like the base profile,
 	// before the first reading, so that neither reads as growth.
-	groups := (1+attrExtensions)*full/bin + full/2/bin + 1 // and a tail
+	groups := (2+attrExtensions)*full/bin + 1 // and a tail
 	every := (groups + capacity - 1) / capacity
 	xs := make([]float64, 0, groups/every+4)
 	ys := make([]float64, 0, cap(xs))
@@ -385,7 +385,7 @@ func (m *meter) attribute(slope, limit float64) {
 				first := float64(held[early]-held0[early]) / float64(max(1, tagged[early]))
 				other := float64(max(0, held[untagged]-held0[untagged])) / float64(w)
 				fell := drop(ys) >= limit*float64(w)/2
-				if t := full / 2; first+other < slope/4 && fell && full >= a.measured &&
+				if t := full; first+other < slope/4 && fell && full >= a.measured &&
 					a.overturned(limit, slope) == "" && fits(t, w) {
 					untailed, tailFrom = *a, w
 					w += t
