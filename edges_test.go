@@ -42,7 +42,16 @@ func TestOneGiBPerCallStopsEarly(t *testing.T) {
 	t.Logf("%v, %d calls, heap at %s", time.Since(start), calls, formatValue(Heap, last))
 }
 
+// A memory limit below the live heap is raised while measuring, and put
+// back. In a fresh process: after the window tests of this suite (2.2 MB of
+// profile buckets, 5 MB more of the runtime's memory, measured under
+// -race) the limited run counted 102–119 collections against 64 without a
+// limit, and 64–69 after any one group of those tests alone. Why is not
+// pinned down; the verdicts were right.
 func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
+	if !inFreshProcess(t) {
+		return
+	}
 	big := bigHeap(32 << 20)
 	defer func() { _ = big.next }()
 	prev := debug.SetMemoryLimit(8 << 20) // a quarter of the live heap: the collector would run all the time
