@@ -298,13 +298,12 @@ func TestWindowKeepsTheMeasurementsPace(t *testing.T) {
 	}
 	// And a burst starts 10 ms after the last one started, as the
 	// measurement's did, a collection between them or not: one that
-	// came sooner would leave a 20 ms cache holding two bursts.
-	start := at[0]
-	for i := 1; i < len(at); i++ {
-		if at[i].Sub(at[i-1]) > time.Millisecond { // a new burst
-			require.GreaterOrEqual(t, at[i].Sub(start), 9900*time.Microsecond, "burst at call %d", i)
-			start = at[i]
-		}
+	// came sooner would leave a 20 ms cache holding two bursts. The
+	// bursts are the calls from each multiple of 64 (known by index: a
+	// gap within a burst, the process descheduled under load, is not a
+	// new one).
+	for i := 64; i < len(at); i += 64 {
+		require.GreaterOrEqual(t, at[i].Sub(at[i-64]), 9900*time.Microsecond, "burst at call %d", i)
 	}
 }
 
