@@ -242,6 +242,16 @@ func plantLeak(m *meter) {
 	m.sampled, m.samplesAll = 1, time.Millisecond
 }
 
+// plantFastFn plants plantLeak's measurement in m, fn's calls a
+// microsecond each, the window given a quarter of the budget (some 4800
+// calls at the measurement's pace) and no Timeout to speak of.
+func plantFastFn(m *meter) {
+	plantLeak(m)
+	m.fnTime = time.Duration(m.calls) * time.Microsecond
+	m.start = time.Now()
+	m.deadline = time.Now().Add(m.cfg.timeout)
+}
+
 // leakingMeter is a meter of plantLeak's measurement whose fn calls each
 // (if not nil) and leaks 1 KiB a call, found again by the window (no
 // second pass); closed, and the leak dropped, when the test ends.
@@ -367,10 +377,7 @@ func TestWindowGoesOnWhenTheHeapFell(t *testing.T) {
 	})
 	defer m.close()
 	defer func() { held = nil }()
-	plantLeak(m)
-	m.fnTime = time.Duration(m.calls) * time.Microsecond
-	m.start = time.Now() // a quarter of the budget: some 4800 calls
-	m.deadline = time.Now().Add(m.cfg.timeout)
+	plantFastFn(m)
 	m.attribute(48, 4)
 	require.NotNil(t, m.attr)
 	assert.GreaterOrEqual(t, m.attr.calls, 8192, "went on to the full window")
@@ -428,10 +435,7 @@ func TestWindowTellsACacheSpeedingUpFromALeak(t *testing.T) {
 			})
 			defer m.close()
 			defer runtime.KeepAlive(cache)
-			plantLeak(m)
-			m.fnTime = time.Duration(m.calls) * time.Microsecond
-			m.start = time.Now()
-			m.deadline = time.Now().Add(m.cfg.timeout)
+			plantFastFn(m)
 			m.attribute(64, 4)
 			require.NotNil(t, m.attr)
 			if leak {
@@ -492,10 +496,7 @@ func TestWindowTellsMemoryInFlightFromALeak(t *testing.T) {
 			})
 			defer m.close()
 			defer func() { entries, values = nil, nil }()
-			plantLeak(m)
-			m.fnTime = time.Duration(m.calls) * time.Microsecond
-			m.start = time.Now()
-			m.deadline = time.Now().Add(m.cfg.timeout)
+			plantFastFn(m)
 			m.attribute(48, 4)
 			require.NotNil(t, m.attr)
 			why := m.notConfirmed(4, 48)
