@@ -785,6 +785,37 @@ func TestDiffSitesSumsSizesPerStack(t *testing.T) {
 	}
 }
 
+// frameKinds reads each stack of a real profile as siteOf and
+// runtimeStructure do: fn's code, the runtime's structures and its own
+// work, and leaktest's.
+func TestFrameKindsReadStacksAsSiteOf(t *testing.T) {
+	rate := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	done := make(chan struct{})
+	go func() { time.Sleep(time.Millisecond); close(done) }() // a descriptor and a sleep timer
+	<-done
+	drawChart()
+	_, err := Measure(func() {}, Iterations(32)) // leaktest's own goroutine
+	runtime.MemProfileRate = rate
+	require.NoError(t, err)
+	settleProfile()
+	recs, _ := memRecords(nil)
+	c := frameKinds{}
+	var seen [3]int
+	for i := range recs {
+		stk := recs[i].Stack()
+		_, want := siteOf(stk)
+		if runtimeStructure(stk) {
+			want = runtimeAlloc
+		}
+		require.Equal(t, want, c.of(stk), "%v", stk)
+		seen[want]++
+	}
+	assert.Positive(t, seen[userAlloc])
+	assert.Positive(t, seen[runtimeAlloc])
+	assert.Positive(t, seen[harnessAlloc])
+}
+
 // The window's second opinion, case by case (slope 5.3 B per call, limit
 // 6.2 B: a heap verdict from growth in steps, as at GOMAXPROCS=8).
 func TestWindowOverturnsOnlyWhatItCan(t *testing.T) {

@@ -43,15 +43,21 @@ func TestOneGiBPerCallStopsEarly(t *testing.T) {
 }
 
 // A memory limit below the live heap is raised while measuring, and put
-// back. In a fresh process: after the window tests of this suite (2.2 MB of
-// profile buckets, 5 MB more of the runtime's memory, measured under
-// -race) the limited run counted 102–119 collections against 64 without a
-// limit, and 64–69 after any one group of those tests alone. Why is not
-// pinned down; the verdicts were right.
+// back. With thousands of stacks in the heap profile, as a process has
+// after many tests: after this suite's window tests, this test once
+// counted 102–119 collections against 64 without a limit. The window read
+// every stack three times, every allocation of it profiled, and that
+// garbage had the collector run under the limit (191 collections against
+// 61 with 4096 stacks planted; frameKinds). In a fresh process, so that
+// the profile holds the stacks planted and little else.
 func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
 	if !inFreshProcess(t) {
 		return
 	}
+	before := profileLen()
+	plantStacks(12)
+	settleProfile()
+	require.GreaterOrEqual(t, profileLen()-before, 1<<12, "stacks planted")
 	big := bigHeap(32 << 20)
 	defer func() { _ = big.next }()
 	prev := debug.SetMemoryLimit(8 << 20) // a quarter of the live heap: the collector would run all the time
@@ -79,7 +85,33 @@ func TestGOMEMLIMITBelowTheLiveHeap(t *testing.T) {
 	debug.SetMemoryLimit(math.MaxInt64)
 	free := collections(func() { _, _ = Measure(leaky, Iterations(2000)) })
 	debug.SetMemoryLimit(8 << 20)
+	t.Logf("%d collections under the limit, %d without", limited, free)
 	assert.Less(t, float64(limited), 1.25*float64(free), "collections under the limit, and without")
+}
+
+// plantStacks puts 2^depth stacks in the heap profile: an allocation at
+// the end of each path of depth calls down one of plant's two call sites.
+func plantStacks(depth int) {
+	rate := runtime.MemProfileRate
+	runtime.MemProfileRate = 1
+	defer func() { runtime.MemProfileRate = rate }()
+	for path := 0; path < 1<<depth; path++ {
+		plant(path, depth)
+	}
+}
+
+var planted *[64]byte
+
+//go:noinline
+func plant(path, depth int) {
+	switch {
+	case depth == 0:
+		planted = new([64]byte)
+	case path&1 == 0:
+		plant(path>>1, depth-1)
+	default:
+		plant(path>>1, depth-1) // another return address
+	}
 }
 
 // collections counts the garbage collections that f's call completes.

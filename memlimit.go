@@ -25,7 +25,7 @@ type memLimit struct {
 	mu      sync.Mutex
 	user    int64 // the limit when the measurement began
 	set     int64 // the limit in force by this measurement's doing
-	high    int64 // the highest limit set after a sample's collection, 0 if none was
+	high    int64 // the highest limit set after a collection of the measurement's (raise), 0 if none was
 	done    bool  // restored, or given up
 	changed bool  // given up: the limit changed under the measurement (fn set one)
 }
