@@ -967,6 +967,8 @@ func TestFormatting(t *testing.T) {
 	}{
 		{Heap, 8, "8 B"}, {Heap, 1000, "1000 B"}, {Heap, 1024, "1 KiB"}, {Heap, 1536, "1.5 KiB"},
 		{RSS, 3 << 20, "3 MiB"}, {Heap, 0.25, "0.25 B"}, {Goroutines, 1, "1"}, {FDs, 0.1, "0.1"},
+		{Heap, 1010.4 * 1024, "1010 KiB"}, {Heap, 999.7, "1000 B"}, {Heap, -1010.4 * 1024, "-1010 KiB"},
+		{Goroutines, 2.5e6, "2.5e+06"}, {Heap, 999.4, "999 B"},
 	} {
 		assert.Equal(t, tc.want, formatValue(tc.r, tc.v))
 	}

@@ -791,7 +791,9 @@ func formatValue(r Resource, v float64) string {
 }
 
 func trimFloat(v float64) string {
-	if v == math.Trunc(v) && math.Abs(v) < 1e6 {
+	// Whole numbers, and any from 999.5 up (where %.3g turns to an
+	// exponent: 1010 KiB, not 1.01e+03 KiB), as integers.
+	if a := math.Abs(v); a < 1e6 && (v == math.Trunc(v) || a >= 999.5) {
 		return fmt.Sprintf("%.0f", v)
 	}
 	return fmt.Sprintf("%.3g", v)
