@@ -763,7 +763,6 @@ func TestSampleAllocatesNothing(t *testing.T) {
 		m.st.judge(m.xs, m.ys[sHeap], 0, m.n/2, 4)
 		m.overall() // every series, RSS's checks included
 		m.guard()
-		m.spedUp()
 		m.grownLarge()
 	})
 	assert.Zero(t, allocs)
@@ -858,9 +857,9 @@ func TestUndecidedAtBudgetExtends(t *testing.T) {
 		strings.Join(rep.Notes, "\n"))
 }
 
-// spedUp compares the late window's call rate with the rate since the
-// start, calibration included; grownLarge trips at an eighth of a guard.
-func TestSpedUpAndGrownLarge(t *testing.T) {
+// grownLarge trips at an eighth of a guard, and only then does a leak
+// found again end the run before its budget (confirmed).
+func TestGrownLarge(t *testing.T) {
 	m := newMeter(newConfig(false, nil), func() {})
 	defer m.close()
 	// 65 samples (a judgement at 64: windows [16, 32] and [32, 64]): the
@@ -891,25 +890,7 @@ func TestSpedUpAndGrownLarge(t *testing.T) {
 		}
 	}
 	fill(1e-5, 1e5, 1e5)
-	assert.False(t, m.spedUp(), "an even pace")
-	fill(1e-5, 1e5, 1.1e5)
-	assert.True(t, m.spedUp())
-	fill(1e-5, 1e5, 0.9e5)
-	assert.False(t, m.spedUp())
-	// Slow calibration samples count as slow calls before: an even pace
-	// after them reads as sped up (the rule's lean, see spedUp).
-	fill(0.01, 1e5, 1e5)
-	assert.True(t, m.spedUp())
-
-	// A leak found again is confirmed minLeakRun into the run at the
-	// earliest, and not when the calls sped up (rule 5).
-	fill(1e-5, 1e5, 1e5)
-	m.start = time.Now().Add(-minLeakRun + 20*time.Millisecond)
-	assert.False(t, m.confirmed(), "before minLeakRun")
-	m.start = time.Now().Add(-minLeakRun)
-	assert.True(t, m.confirmed(), "at minLeakRun")
-	fill(1e-5, 1e5, 1.1e5)
-	assert.False(t, m.confirmed(), "sped up")
+	assert.False(t, m.confirmed(), "found again, not grown large: the run goes on to its budget")
 
 	m.hasGuard = true
 	for s := range m.guardBase {
@@ -922,7 +903,7 @@ func TestSpedUpAndGrownLarge(t *testing.T) {
 	m.ys[sHeap][last] = guardBytes/8 + 1
 	assert.True(t, m.grownLarge())
 	m.start = time.Now()
-	assert.True(t, m.confirmed(), "grown large: at once, sped up or not")
+	assert.True(t, m.confirmed(), "grown large: at once")
 	m.ys[sHeap][last] = 0
 	m.ys[sGoroutines][last] = guardFDs
 	assert.False(t, m.grownLarge(), "goroutines: no guard of their own")
