@@ -862,34 +862,14 @@ func TestUndecidedAtBudgetExtends(t *testing.T) {
 func TestGrownLarge(t *testing.T) {
 	m := newMeter(newConfig(false, nil), func() {})
 	defer m.close()
-	// 65 samples (a judgement at 64: windows [16, 32] and [32, 64]): the
-	// calibration, then 64 calls a sample at rate r1, then from sample 32
-	// at rate r2 calls per second.
-	fill := func(calibration, r1, r2 float64) {
-		m.n = 0
-		m.xs, m.ts = m.xs[:0], m.ts[:0]
+	// 65 samples of nothing grown, 64 calls apart.
+	for i := 0; i <= 64; i++ {
+		m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/1000)
 		for s := range m.ys {
-			m.ys[s] = m.ys[s][:0]
+			m.ys[s] = append(m.ys[s], 0)
 		}
-		x, ts := 0.0, 0.0
-		for i := 0; i <= 64; i++ {
-			switch {
-			case i == 0:
-			case i <= 2: // one call each
-				x, ts = x+1, ts+calibration
-			case i <= 32:
-				x, ts = x+64, ts+64/r1
-			default:
-				x, ts = x+64, ts+64/r2
-			}
-			m.xs, m.ts = append(m.xs, x), append(m.ts, ts)
-			for s := range m.ys {
-				m.ys[s] = append(m.ys[s], 0)
-			}
-			m.n++
-		}
+		m.n++
 	}
-	fill(1e-5, 1e5, 1e5)
 	assert.False(t, m.confirmed(), "found again, not grown large: the run goes on to its budget")
 
 	m.hasGuard = true
@@ -902,7 +882,6 @@ func TestGrownLarge(t *testing.T) {
 	assert.False(t, m.grownLarge(), "an eighth is not past it")
 	m.ys[sHeap][last] = guardBytes/8 + 1
 	assert.True(t, m.grownLarge())
-	m.start = time.Now()
 	assert.True(t, m.confirmed(), "grown large: at once")
 	m.ys[sHeap][last] = 0
 	m.ys[sGoroutines][last] = guardFDs
