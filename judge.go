@@ -59,6 +59,13 @@ type judgement struct {
 	// heap account for; room is how much more it can grow before it
 	// cannot be the heap's.
 	unwritten, grown, explainable, room float64
+	// stood is the calls judged where a leak that stands was found again,
+	// when this is that leak's judgement put in place of the last one
+	// (stand); zero otherwise. nowRate and nowCalls are the growth per
+	// call in the last judgement's late window, and its calls.
+	stood    [2]int
+	nowRate  float64
+	nowCalls [2]int
 }
 
 // pending is why a judgement leaves growth undecided, growth that a larger

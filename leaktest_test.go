@@ -761,7 +761,7 @@ func TestSampleAllocatesNothing(t *testing.T) {
 		}
 		m.sample()
 		m.st.judge(m.xs, m.ys[sHeap], 0, m.n/2, 4)
-		m.overall() // every series, RSS's checks included
+		m.judgeChain(0) // every series, RSS's checks included
 		m.guard()
 		m.grownLarge()
 	})
@@ -1008,4 +1008,59 @@ func TestBlockedForeverIsMarked(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	assert.Regexp(t, `64 × created by .*TestBlockedForeverIsMarked\.func1 at leaktest_test.go:\d+, blocked forever in chan receive`, string(out))
+}
+
+// A leak found again stands once the loop has ended, though the last
+// judgement finds its growth per call under the limit, while it still
+// grows; it falls when its growth stops.
+func TestStandingLeak(t *testing.T) {
+	run := func(late func(i int) float64) *meter {
+		m := newMeter(newConfig(false, nil), func() {})
+		t.Cleanup(m.close)
+		y := 0.0
+		for i := 0; i <= 256; i++ {
+			if i > 0 {
+				if i <= 128 {
+					y += 64 * 32 // 32 B per call
+				} else {
+					y += late(i)
+				}
+			}
+			m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/1000)
+			m.cycles, m.dropped = append(m.cycles, float64(i)), append(m.dropped, 0)
+			for s := range m.ys {
+				m.ys[s] = append(m.ys[s], 0)
+			}
+			m.ys[sHeap][i] = y
+			m.n++
+			m.calls = 64 * i
+			if c := judgementChain(i); c >= 0 {
+				v := m.judgeChain(c)
+				if i <= 128 {
+					require.Equal(t, leak, v, "sample %d", i)
+				}
+			}
+			if i == 128 {
+				require.True(t, m.standing[sHeap].set, "found at 64 and again at 128")
+			}
+		}
+		m.final = true
+		return m
+	}
+
+	// Growth thinned out to 1 B per call (calls that got faster), but
+	// growing still.
+	m := run(func(int) float64 { return 64 })
+	require.NotEqual(t, leak, m.judgeNow(sHeap).verdict, "the last judgement alone finds no leak")
+	j := m.judge(sHeap)
+	assert.Equal(t, leak, j.verdict, "the leak found before stands")
+	assert.Equal(t, [2]int{64 * 48, 64 * 192}, j.stood, "found last at 192, and at 96 before")
+	assert.InDelta(t, 1, j.nowRate, 0.1, "the last late window's growth")
+	assert.Equal(t, [2]int{64 * 128, 64 * 256}, j.nowCalls)
+	assert.True(t, m.anyStanding())
+
+	// Growth that stopped: the judgement at 256 sees the tail flat.
+	m = run(func(int) float64 { return 0 })
+	assert.False(t, m.anyStanding(), "growth that stopped does not stand")
+	assert.NotEqual(t, leak, m.judge(sHeap).verdict)
 }

@@ -128,9 +128,15 @@ type meter struct {
 	judged        []judgement
 	judgedList    []int
 	confirming    [2]bool // the last judgement of each chain found a leak
-	attr          *attribution
-	label         string // pprof label value of this measurement
-	allocs0       uint64
+	// found[c][s]: the last judgement of chain c found series s leaking.
+	found [2][]bool
+	// standing holds, per series, a leak found again (rule 5) whose
+	// growth has not been seen to stop since (standingLeak).
+	standing []standingLeak
+	final    bool // the loop has ended: judge lets a standing leak stand
+	attr     *attribution
+	label    string // pprof label value of this measurement
+	allocs0  uint64
 
 	callsNow atomic.Int64 // calls made, readable after a timeout
 	abort    atomic.Bool
@@ -177,6 +183,8 @@ func newMeter(cfg *config, fn func()) *meter {
 	}
 	m.guardBase = make([]float64, total)
 	m.judged = make([]judgement, total)
+	m.found = [2][]bool{make([]bool, total), make([]bool, total)}
+	m.standing = make([]standingLeak, total)
 	m.judgedList = judgedList(len(cfg.gauges))
 	// Initialise everything lazy before the first sample: runtime/metrics
 	// builds its tables on first use, and the first finalizer starts the
@@ -257,6 +265,7 @@ func (m *meter) loop(done chan<- struct{}) {
 		m.adaptive()
 	}
 	m.loopEnd = time.Since(m.start)
+	m.final = true
 	if !m.abort.Load() && m.err == nil {
 		m.attributeHeap()
 	}
@@ -393,9 +402,12 @@ func (m *meter) adaptive() {
 			// minCalls counts planned calls: the jittered last sample may
 			// fall a little short of them.
 			if c := judgementChain(last); c >= 0 && float64(last)*m.bin >= minCalls {
-				switch m.overall() {
+				switch m.judgeChain(c) {
 				case clean:
-					if c == 0 {
+					// A clean judgement ends the run, unless a leak
+					// found before still stands: its growth did not
+					// stop, only slowed per call (standingLeak).
+					if c == 0 && !m.anyStanding() {
 						return
 					}
 					m.confirming[c] = false
@@ -619,6 +631,10 @@ func (m *meter) restart() {
 	m.n = 1
 	m.base = m.calls
 	m.confirming = [2]bool{}
+	for s := range m.standing {
+		m.found[0][s], m.found[1][s] = false, false
+		m.standing[s] = standingLeak{}
+	}
 }
 
 // judgementChain says which chain of judgements sample n begins: 0 for 64, 128
@@ -646,34 +662,6 @@ func judgementChain(n int) int {
 // collection.
 func (m *meter) sampleAvg() time.Duration {
 	return m.samplesAll / time.Duration(max(1, m.sampled))
-}
-
-// overall judges every resource: leak if one leaks, clean if all are.
-// Clean early needs power too: a series whose growth per call could still
-// be above its limit (the upper end of its Sen interval is) keeps the run
-// going, for the budget to tell. A small leak on a sawtooth (32 B per
-// call beside a 1 MiB batch flushed every 1000 calls) has no clear trend
-// after 4096 calls, but is no longer hidden after tens of thousands.
-// Counts, with a limit of 0, are exact: any sustained growth shows.
-func (m *meter) overall() verdict {
-	v := clean
-	for _, s := range m.judgedSeries() {
-		if _, ok := m.limit(s); !ok {
-			continue
-		}
-		j := m.judge(s)
-		switch j.verdict {
-		case leak:
-			return leak
-		case unsure:
-			v = unsure
-		case clean:
-			if j.limit > 0 && j.region.hi > j.limit {
-				v = unsure
-			}
-		}
-	}
-	return v
 }
 
 // decimate keeps every other sample and doubles the calls between them.

@@ -153,7 +153,13 @@ func (m *meter) window() (r0, mid int) {
 	return last / 4, last / 2
 }
 
+// judge judges series s on the samples held; once the loop has ended, a
+// leak that stands (standingLeak) replaces a judgement that found none.
 func (m *meter) judge(s int) judgement {
+	return m.stand(s, m.judgeNow(s))
+}
+
+func (m *meter) judgeNow(s int) judgement {
 	r0, mid := m.window()
 	limit := m.judgedLimit(s)
 	if s == sOffGo {
@@ -406,6 +412,14 @@ func (m *meter) report() *Report {
 			}
 			if s == sOffGo {
 				f.Detail = "memory outside the Go heap (cgo, anonymous or shared mmap, the runtime)"
+			}
+			if j.stood[1] > 0 {
+				stood := fmt.Sprintf("found over calls %d–%d and at the judgement before; the last judgement found no leak, but the growth did not stop: %s per call over calls %d–%d (growth that follows time, not calls, thins out per call as the calls get faster)",
+					j.stood[0], j.stood[1], formatValue(res, j.nowRate), j.nowCalls[0], j.nowCalls[1])
+				if f.Detail != "" {
+					stood = f.Detail + "\n" + stood
+				}
+				f.Detail = stood
 			}
 			if s == sHeap && m.attr != nil {
 				f.Sites = m.attr.sites
