@@ -146,6 +146,30 @@ func TestNoAttributionOnCleanRuns(t *testing.T) {
 	assert.Equal(t, rate, runtime.MemProfileRate, "restored after the window")
 }
 
+// The memory profiler is off while the loop measures (profiling): fn's
+// calls see a rate of 0, and the caller's rate comes back on every path.
+func TestMemProfilerOffWhileMeasuring(t *testing.T) {
+	rate := runtime.MemProfileRate
+	seen := map[int]int{}
+	_, err := Measure(func() { seen[runtime.MemProfileRate]++ }, Iterations(200))
+	require.NoError(t, err)
+	assert.Equal(t, map[int]int{0: 200}, seen)
+	assert.Equal(t, rate, runtime.MemProfileRate)
+
+	calls := 0
+	_, err = Measure(func() {
+		if calls++; calls == 100 {
+			panic("on call 100")
+		}
+	}, Iterations(200))
+	require.Error(t, err)
+	assert.Equal(t, rate, runtime.MemProfileRate, "restored when fn panics")
+
+	_, err = Measure(runtime.Goexit, Iterations(200))
+	require.Error(t, err)
+	assert.Equal(t, rate, runtime.MemProfileRate, "restored when fn calls Goexit")
+}
+
 func TestMemProfileRateRestoredWhenFnPanicsInTheWindow(t *testing.T) {
 	rate := runtime.MemProfileRate
 	defer func() { openFigures = nil }()

@@ -252,9 +252,11 @@ func (m *meter) loop(done chan<- struct{}) {
 		case !finished && !m.abort.Load():
 			m.err = fmt.Errorf("leaktest: fn called runtime.Goexit on call %d (t.FailNow, t.Fatal or t.SkipNow inside fn?)", m.calls)
 		}
+		m.prof.stop()
 		m.closeFiles()
 		close(done)
 	}()
+	m.prof.set(0) // (profiling)
 	warmThreads()
 	warmGoroutines()
 	time.Sleep(time.Microsecond) // allocates this goroutine's sleep timer now (sample sleeps)
