@@ -43,8 +43,8 @@ const (
 
 // profiling sets runtime.MemProfileRate: to 0 while the loop measures,
 // to 1 for the attribution window, and puts the caller's rate back once:
-// when the loop ends, or when Measure times out with fn blocked (the
-// loop's goroutine may go on long after). The lock keeps the two from
+// when the window ends, or the loop when none ran, or when Measure times
+// out with fn blocked (the loop's goroutine may go on long after). The lock keeps the two from
 // writing the rate at once.
 //
 // Off while measuring, because the profiler's own memory is Go's memory
@@ -80,7 +80,7 @@ func (p *profiling) set(rate int) bool {
 // start profiles every allocation, for the window.
 func (p *profiling) start() bool { return p.set(1) }
 
-// stop puts the caller's rate back, if start changed it.
+// stop puts the caller's rate back, if set changed it.
 func (p *profiling) stop() { p.finish(false) }
 
 // end is stop for good, when Measure returns on a timeout.
@@ -116,6 +116,13 @@ type attribution struct {
 	// the same over the window's second half (the whole window's, when
 	// that half has fewer than three readings), and trend the slope alone.
 	heap, late, trend float64
+	// lateZ is the Mann–Kendall z of the live heap over the window's
+	// second half (0 when it has fewer than three readings).
+	lateZ float64
+	// standing: the verdict is a leak that stands (standingLeak), found
+	// before its growth per call thinned out; the window cannot say its
+	// growth stopped while the heap still rises through its second half.
+	standing bool
 	// measured is the calls made before the window.
 	measured int
 	// tail is the calls after the window whose end the figures are from
@@ -204,7 +211,7 @@ func (m *meter) attribute(slope, limit float64) {
 	defer m.prof.stop()
 	attributions.Add(1)
 
-	a := &attribution{measured: m.calls, least: least}
+	a := &attribution{measured: m.calls, least: least, standing: m.judge(sHeap).stood[1] > 0}
 	// The live heap after the window's collections: every one up to
 	// capacity of them, evenly spaced beyond, and the readings at start,
 	// between passes and at the end. Allocated, like the base profile,
@@ -350,7 +357,8 @@ func (m *meter) attribute(slope, limit float64) {
 		a.heap = windowGrowth(xs, ys, a.trend)
 		a.late = a.heap
 		if h := len(xs) / 2; len(xs)-h >= 3 {
-			a.late = windowGrowth(xs[h:], ys[h:], m.st.fitTrend(xs[h:], ys[h:], ciZ).slope)
+			f := m.st.fitTrend(xs[h:], ys[h:], ciZ)
+			a.late, a.lateZ = windowGrowth(xs[h:], ys[h:], f.slope), f.z
 		}
 		// Only a window as long as the measurement can overturn the
 		// verdict (notConfirmed): worth running when it can, when this one

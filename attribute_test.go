@@ -168,6 +168,20 @@ func TestMemProfilerOffWhileMeasuring(t *testing.T) {
 	_, err = Measure(runtime.Goexit, Iterations(200))
 	require.Error(t, err)
 	assert.Equal(t, rate, runtime.MemProfileRate, "restored when fn calls Goexit")
+
+	release := make(chan struct{})
+	calls = 0
+	_, err = Measure(func() {
+		if calls++; calls == 100 {
+			<-release
+		}
+	}, Iterations(200), Timeout(time.Second))
+	require.Error(t, err)
+	assert.Equal(t, rate, runtime.MemProfileRate, "restored when fn blocks past the Timeout")
+	close(release)
+	_, err = Measure(func() {}, Iterations(32)) // the turn comes back when fn returns
+	require.NoError(t, err)
+	assert.Equal(t, rate, runtime.MemProfileRate)
 }
 
 func TestMemProfileRateRestoredWhenFnPanicsInTheWindow(t *testing.T) {

@@ -81,8 +81,9 @@ func Run(t testing.TB, fn func(), opts ...Option) *Report {
 // leak is not an error: it is a Finding in the Report.
 //
 // Measure waits for any other measurement in the process to end first
-// (see Timeout). While it runs, it sets runtime.MemProfileRate to 1 for
-// the calls that find where a heap leak was allocated, and raises a
+// (see Timeout). While it runs, it sets runtime.MemProfileRate to 0 (the
+// profiler's own memory would read as RSS growth), and to 1 for the calls
+// that find where a heap leak was allocated, and raises a
 // memory limit (debug.SetMemoryLimit) that leaves the Go runtime less than
 // an eighth of its memory to allocate into, so that the collector does
 // not run non-stop; it restores both on every path.

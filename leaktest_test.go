@@ -762,6 +762,7 @@ func TestSampleAllocatesNothing(t *testing.T) {
 		m.sample()
 		m.st.judge(m.xs, m.ys[sHeap], 0, m.n/2, 4)
 		m.judgeChain(0) // every series, RSS's checks included
+		m.stillGrowing(sHeap)
 		m.guard()
 		m.grownLarge()
 	})
@@ -782,7 +783,7 @@ func TestExtendWhenUndecided(t *testing.T) {
 		}
 		for i := 0; i <= 128; i++ {
 			m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/1000)
-			m.cycles, m.dropped = append(m.cycles, float64(i)), append(m.dropped, 0)
+			m.cycles, m.dropped = append(m.cycles, 0), append(m.dropped, 0) // the limit stays 4 B at any GOMAXPROCS
 			for s := range m.ys {
 				m.ys[s] = append(m.ys[s], 0)
 			}
@@ -1027,7 +1028,7 @@ func TestStandingLeak(t *testing.T) {
 				}
 			}
 			m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/1000)
-			m.cycles, m.dropped = append(m.cycles, float64(i)), append(m.dropped, 0)
+			m.cycles, m.dropped = append(m.cycles, 0), append(m.dropped, 0) // the limit stays 4 B at any GOMAXPROCS
 			for s := range m.ys {
 				m.ys[s] = append(m.ys[s], 0)
 			}
@@ -1062,5 +1063,15 @@ func TestStandingLeak(t *testing.T) {
 	// Growth that stopped: the judgement at 256 sees the tail flat.
 	m = run(func(int) float64 { return 0 })
 	assert.False(t, m.anyStanding(), "growth that stopped does not stand")
+	assert.NotEqual(t, leak, m.judge(sHeap).verdict)
+
+	// One step in the tail, flat around it: not growth that goes on.
+	m = run(func(i int) float64 {
+		if i == 240 {
+			return 64 * 32 * 16
+		}
+		return 0
+	})
+	assert.False(t, m.anyStanding(), "a step in the tail does not stand")
 	assert.NotEqual(t, leak, m.judge(sHeap).verdict)
 }

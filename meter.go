@@ -97,7 +97,7 @@ type meter struct {
 	rss  *rssSource
 	fds  *fdCounter
 	mem  *memLimit
-	prof profiling // the attribution window's runtime.MemProfileRate
+	prof profiling // runtime.MemProfileRate: 0 while measuring, 1 in the attribution window
 	// attrSkipped is the calls of an attribution window that would not
 	// have fit before the Timeout, so did not run; 0 otherwise.
 	attrSkipped int
@@ -417,10 +417,13 @@ func (m *meter) adaptive() {
 					// A leak must be found again at the next
 					// judgement, whose late window is all new samples:
 					// a step that fooled one judgement cannot fool two.
-					// Even then the run goes on to its budget, whose
-					// last judgement decides (or a clean one before it
-					// ends the run): growth that stops within the
-					// budget is bounded, not a leak. A ring filled by
+					// Even then the run goes on to its budget:
+					// growth that stops within it is bounded, not a
+					// leak. The leak stands until a judgement sees its
+					// growth stop (standingLeak), which ends the run
+					// clean at chain 0 or lets the last judgement
+					// decide; an extension for undecided growth gives
+					// it more time to stop. A ring filled by
 					// append, a pool warming up to 32 connections or a
 					// worker per tenant stop after 10 000–30 000 calls,
 					// past the first judgements of a cheap function;

@@ -39,6 +39,8 @@ type Finding struct {
 	// Theil–Sen slope of the judged region, in bytes or a count, or for
 	// growth in steps whose median slope is within the limit, the change
 	// of level over the region per call (see the README's decision rule).
+	// For a leak that stood (Detail says so) the region is the one of the
+	// judgement that found it again, not the last one.
 	// For RSS it is the growth outside the memory the Go runtime holds.
 	PerIteration float64
 	// Uncertainty is the half-width of the interval around PerIteration
@@ -391,6 +393,11 @@ func (m *meter) report() *Report {
 				m.attrSkipped, m.cfg.timeout))
 		}
 		m.judged[s] = j
+		if j.stood[1] > 0 {
+			// The series' figures, drawn through its samples, are
+			// the last judgement's; the finding's, the standing leak's.
+			m.judged[s] = m.judgeNow(s)
+		}
 		if s == sHeap && j.verdict != leak && limit > 2*plain {
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
 				"heap judged against %s per call, not %s: the runtime may keep %s per P at each collection, and there were %.2g collections per call (the sampler's, after every call or few of a slow fn, and those much garbage causes); a smaller leak is not judged",
@@ -413,14 +420,6 @@ func (m *meter) report() *Report {
 			if s == sOffGo {
 				f.Detail = "memory outside the Go heap (cgo, anonymous or shared mmap, the runtime)"
 			}
-			if j.stood[1] > 0 {
-				stood := fmt.Sprintf("found over calls %d–%d and at the judgement before; the last judgement found no leak, but the growth did not stop: %s per call over calls %d–%d (growth that follows time, not calls, thins out per call as the calls get faster)",
-					j.stood[0], j.stood[1], formatValue(res, j.nowRate), j.nowCalls[0], j.nowCalls[1])
-				if f.Detail != "" {
-					stood = f.Detail + "\n" + stood
-				}
-				f.Detail = stood
-			}
 			if s == sHeap && m.attr != nil {
 				f.Sites = m.attr.sites
 			}
@@ -431,6 +430,14 @@ func (m *meter) report() *Report {
 				}
 				f.Detail = fmt.Sprintf("stopped early after %d calls: %s grew by %s, more than %s",
 					m.calls, res, formatValue(res, m.ys[gs][m.n-1]-m.guardBase[gs]), formatValue(res, guardLimit(s)))
+			}
+			if j.stood[1] > 0 {
+				stood := fmt.Sprintf("found over calls %d–%d and at the judgement before; the last judgement found no leak, but the growth did not stop: %s per call over calls %d–%d (growth that follows time, not calls, thins out per call as the calls get faster)",
+					j.stood[0], j.stood[1], formatValue(res, j.nowRate), j.nowCalls[0], j.nowCalls[1])
+				if f.Detail != "" {
+					stood = f.Detail + "\n" + stood
+				}
+				f.Detail = stood
 			}
 			rep.Findings = append(rep.Findings, f)
 		case clean:
@@ -550,6 +557,11 @@ func (a *attribution) overturned(limit, slope float64) string {
 	case a.tail > 0:
 		return fmt.Sprintf("heap grew %s per call, but of %d more calls, profiled, fn's code still held %s per call %d calls later, and %s per call of their second half's growth: memory held for a while (a map replaced by a ticker? a cache with a time to live?), not a leak",
 			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), a.tail, formatValue(Heap, max(0, a.late)))
+	}
+	if a.standing && a.lateZ >= zLate {
+		// Under the limit per call, but growing still: a leak that
+		// follows time, diluted by cheap calls as in the measurement.
+		return ""
 	}
 	return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their second half: the growth stopped (a cache that filled late?), not a leak",
 		formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)))

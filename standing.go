@@ -1,5 +1,7 @@
 package leaktest
 
+import "runtime"
+
 // A standing leak is one found again at the next judgement of its chain
 // (rule 5) whose growth has not been seen to stop since. Later judgements
 // can find it clean without it stopping: growth per call thins out when
@@ -8,9 +10,10 @@ package leaktest
 // every 2 ms grew the heap from 0.7 to 27 MiB in a cheap function's
 // 1 s run, at 250 B per call at first and 2 B at the end, under the
 // limit: judged clean, 4 runs in 4. So a leak found again stands, and
-// the verdict is that leak, until a judgement sees its growth stop (the
-// tail of the judged region has no upward trend): a ring filled by
-// append or a pool that warmed up then passes, as before.
+// the verdict is that leak, until a judgement sees its growth stop
+// (stillGrowing): a ring filled by append or a pool that warmed up then
+// passes, as before. The attribution window cannot overturn it as growth
+// that stopped while the heap still rises (attribution.standing).
 type standingLeak struct {
 	set bool
 	j   judgement
@@ -66,24 +69,46 @@ func (m *meter) anyStanding() bool {
 	return false
 }
 
-// stillGrowing says whether series s still grows: an upward trend
-// (Mann–Kendall z >= zLate) over the last quarter of the judged region,
-// 8 samples at least.
+// stillGrowing says whether series s still grows over the last quarter
+// of the judged region (8 samples at least): an upward trend over it
+// (Mann–Kendall z >= zLate) and in each of its halves (z >= zHint), so
+// that one step (a goroutine more, a map's last doubling) does not count,
+// and by more than the process's own growth over it (tailFloor).
 func (m *meter) stillGrowing(s int) bool {
 	r0, _ := m.window()
 	t0 := m.n - max(8, (m.n-r0)/4)
 	if t0 < 0 {
 		return true
 	}
-	f := m.st.fitTrend(m.xs[t0:m.n], m.ys[s][t0:m.n], ciZ)
-	return f.z >= zLate && f.slope > 0
+	xs, ys := m.xs[t0:m.n], m.ys[s][t0:m.n]
+	h := len(xs) / 2
+	if m.st.fitTrend(xs, ys, ciZ).z < zLate ||
+		m.st.fitTrend(xs[:h+1], ys[:h+1], ciZ).z < zHint ||
+		m.st.fitTrend(xs[h:], ys[h:], ciZ).z < zHint {
+		return false
+	}
+	return ys[len(ys)-1]-ys[0] > m.tailFloor(s, t0)
+}
+
+// tailFloor is the growth from sample t0 to the last that the process
+// makes by itself: for the heap, the runtime's allowance for the
+// collections between; outside it, rssFloor; for counts, 1.
+func (m *meter) tailFloor(s, t0 int) float64 {
+	switch s {
+	case sHeap:
+		return runtimeAllowance * float64(runtime.GOMAXPROCS(0)) * (m.cycles[m.n-1] - m.cycles[t0])
+	case sOffGo:
+		return rssFloor
+	}
+	return 1
 }
 
 // stand puts a standing leak of series s in place of j, the last
 // judgement, once the loop has ended, when j found no leak and the
 // growth did not stop.
 func (m *meter) stand(s int, j judgement) judgement {
-	if !m.final || j.verdict == leak || !m.standing[s].set || !m.stillGrowing(s) {
+	if !m.final || j.verdict == leak || !m.standing[s].set || !m.stillGrowing(s) ||
+		j.undecided() == unwrittenHeap { // settleUnwritten decides that one
 		return j
 	}
 	_, mid := m.window()
