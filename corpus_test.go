@@ -202,29 +202,18 @@ var leakyCorpus = []workload{
 	{name: "heap/grows-with-time-64KiB-every-2ms", leaks: Heap, setup: func(testing.TB) (func(), func()) {
 		var once sync.Once
 		var mu sync.Mutex
-		stop, done := make(chan struct{}), make(chan struct{})
+		stop := func() {}
 		return func() {
 				once.Do(func() {
-					go func() {
-						defer close(done)
-						tick := time.NewTicker(2 * time.Millisecond)
-						defer tick.Stop()
-						for {
-							select {
-							case <-stop:
-								return
-							case <-tick.C:
-								mu.Lock()
-								sinkBytes = append(sinkBytes, make([]byte, 64<<10))
-								mu.Unlock()
-							}
-						}
-					}()
+					stop = everyTick(2*time.Millisecond, func() {
+						mu.Lock()
+						sinkBytes = append(sinkBytes, make([]byte, 64<<10))
+						mu.Unlock()
+					})
 				})
 			}, func() {
-				close(stop)
-				once.Do(func() { close(done) }) // fn never called
-				<-done
+				once.Do(func() {}) // no goroutine starts after this
+				stop()
 				resetSinks()
 			}
 	}},
@@ -353,14 +342,7 @@ var cleanCorpus = []workload{
 		srv.StartTLS()
 		tls := srv.Client().Transport.(*http.Transport).TLSClientConfig
 		return func() {
-			tr := &http.Transport{TLSClientConfig: tls.Clone(), ForceAttemptHTTP2: true}
-			resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
-			if err != nil {
-				panic(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			tr.CloseIdleConnections()
+			getOnce(&http.Transport{TLSClientConfig: tls.Clone(), ForceAttemptHTTP2: true}, srv.URL)
 		}, srv.Close
 	}},
 	{name: "plateau/map-add-delete", setup: func(testing.TB) (func(), func()) {
@@ -479,31 +461,49 @@ func tickerMap(period time.Duration) (func(), func()) {
 	var mu sync.Mutex
 	m := map[int][]byte{}
 	key := 0
-	stop, done := make(chan struct{}), make(chan struct{})
+	stop := everyTick(period, func() {
+		mu.Lock()
+		m = map[int][]byte{}
+		mu.Unlock()
+	})
+	return func() {
+		mu.Lock()
+		key++
+		m[key] = make([]byte, 64)
+		mu.Unlock()
+	}, stop
+}
+
+// getOnce gets url through a transport of its own and closes its
+// connections.
+func getOnce(tr *http.Transport, url string) {
+	resp, err := (&http.Client{Transport: tr}).Get(url)
+	if err != nil {
+		panic(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+}
+
+// everyTick calls f every period on a goroutine of its own, until the
+// stop it returns, which waits for that goroutine to end.
+func everyTick(period time.Duration, f func()) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-quit:
 				return
 			case <-tick.C:
-				mu.Lock()
-				m = map[int][]byte{}
-				mu.Unlock()
+				f()
 			}
 		}
 	}()
-	return func() {
-			mu.Lock()
-			key++
-			m[key] = make([]byte, 64)
-			mu.Unlock()
-		}, func() {
-			close(stop)
-			<-done
-		}
+	return func() { close(quit); <-done }
 }
 
 // ttlCache is fn of a cache of size-byte entries that expire hold after

@@ -621,16 +621,7 @@ func TestDescriptorsClosedOnTheirOwnAreNotNoted(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	defer srv.Close()
-	rep, err := Measure(func() {
-		tr := &http.Transport{}
-		resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
-		if err != nil {
-			panic(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		tr.CloseIdleConnections()
-	})
+	rep, err := Measure(func() { getOnce(&http.Transport{}, srv.URL) })
 	require.NoError(t, err)
 	assert.False(t, rep.Leaked(), "%s", rep)
 	assert.NotContains(t, strings.Join(rep.Notes, "\n"), "closed only by the garbage collector", "%s", rep)
