@@ -127,7 +127,6 @@ type meter struct {
 	hasGuard      bool
 	judged        []judgement
 	judgedList    []int
-	confirming    [2]bool // the last judgement of each chain found a leak
 	// found[c][s]: the last judgement of chain c found series s leaking.
 	found [2][]bool
 	// standing holds, per series, a leak found again (rule 5) whose
@@ -404,6 +403,7 @@ func (m *meter) adaptive() {
 			// minCalls counts planned calls: the jittered last sample may
 			// fall a little short of them.
 			if c := judgementChain(last); c >= 0 && float64(last)*m.bin >= minCalls {
+				again := m.anyFound(c) // the chain's last judgement found a leak
 				switch m.judgeChain(c) {
 				case clean:
 					// A clean judgement ends the run, unless a leak
@@ -412,7 +412,6 @@ func (m *meter) adaptive() {
 					if c == 0 && !m.anyStanding() {
 						return
 					}
-					m.confirming[c] = false
 				case leak:
 					// A leak must be found again at the next
 					// judgement, whose late window is all new samples:
@@ -434,12 +433,9 @@ func (m *meter) adaptive() {
 					// they speed up. Growth of an eighth of a guard ends
 					// the run at once: a fast leak of kernel objects (a
 					// mapping per call) would exhaust them first.
-					if m.confirming[c] && m.confirmed() {
+					if again && m.confirmed() {
 						return
 					}
-					m.confirming[c] = true
-				default:
-					m.confirming[c] = false
 				}
 			}
 			if m.n >= minSamples && time.Since(m.start)+m.sampleCost > m.cfg.budget && !m.extend() {
@@ -635,7 +631,6 @@ func (m *meter) restart() {
 	}
 	m.n = 1
 	m.base = m.calls
-	m.confirming = [2]bool{}
 	for s := range m.standing {
 		m.found[0][s], m.found[1][s] = false, false
 		m.standing[s] = standingLeak{}

@@ -59,6 +59,16 @@ func (m *meter) judgeChain(c int) verdict {
 	return v
 }
 
+// anyFound says whether the last judgement of chain c found a leak.
+func (m *meter) anyFound(c int) bool {
+	for _, f := range m.found[c] {
+		if f {
+			return true
+		}
+	}
+	return false
+}
+
 // anyStanding says whether a leak stands.
 func (m *meter) anyStanding() bool {
 	for _, l := range m.standing {
