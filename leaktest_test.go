@@ -830,14 +830,19 @@ func TestExtendWhenUndecided(t *testing.T) {
 func TestUndecidedAtBudgetExtends(t *testing.T) {
 	const budget = 300 * time.Millisecond
 	defer func() { sinkBytes = nil }()
-	// Calls of 1 ms: too few for a judgement before the budget ends, so
-	// the run gets to the budget's end and its verdict.
-	var start time.Time
+	// Calls of 3 ms: too few for a judgement before the budget ends
+	// (minCalls), so the run gets to the budget's end and its verdict.
+	// And slower than half the budget over targetSample samples, so that
+	// the plan is a sample after every call whatever the load: with 1 ms
+	// calls the plan flipped between 1 and 2 calls a sample, the series
+	// restarted late (replan), and 1 run in 100 beside another test had
+	// the leak's start in the early window, found at once.
+	// The clock starts with Measure's, not at fn's first call: under load
+	// the warm-up of threads and goroutines before it took tens of ms, and
+	// the leak began too late to be seen at all (2 runs in 140).
+	start := time.Now()
 	rep, err := Measure(func() {
-		if start.IsZero() {
-			start = time.Now()
-		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(3 * time.Millisecond)
 		if time.Since(start) > budget*3/4 {
 			sinkBytes = append(sinkBytes, make([]byte, 1024))
 		}
@@ -846,7 +851,7 @@ func TestUndecidedAtBudgetExtends(t *testing.T) {
 	assert.True(t, rep.Leaked(), "%s", rep)
 	assert.Greater(t, rep.Elapsed, budget, "%s", rep)
 	assert.Regexp(t, `the run went on [0-9.]+m?s past its budget \(300ms\), in [12] extension\(s\) of at most a budget each, because when it ended heap had grown in the late window only`,
-		strings.Join(rep.Notes, "\n"))
+		strings.Join(rep.Notes, "\n"), "%s", rep)
 }
 
 // grownLarge trips at an eighth of a guard, and only then does a leak
