@@ -835,7 +835,7 @@ func TestUndecidedAtBudgetExtends(t *testing.T) {
 	// And slower than half the budget over targetSample samples, so that
 	// the plan is a sample after every call whatever the load: with 1 ms
 	// calls the plan flipped between 1 and 2 calls a sample, the series
-	// restarted late (replan), and 1 run in 100 beside another test had
+	// restarted late (replan), and 1 run in 120 (alone or two at a time) had
 	// the leak's start in the early window, found at once.
 	// The clock starts with Measure's, not at fn's first call: under load
 	// the warm-up of threads and goroutines before it took tens of ms, and
