@@ -891,3 +891,61 @@ func TestWindowOverturnsOnlyWhatItCan(t *testing.T) {
 		})
 	}
 }
+
+// A window extended as far as it goes judges the growth it went on for over
+// its last quarter: a map's tables that split early in its second half and
+// then not again stopped growing; a leak, or a step in that quarter, did
+// not. (The readings of a run that failed before: 4000 calls measured, a
+// window of 12 000, a collection every 332 calls.)
+func TestLastQuarter(t *testing.T) {
+	const limit, slope = 4.0, 171.4
+	for _, tc := range []struct {
+		name    string
+		heap    func(x float64) float64 // KiB after x calls
+		quarter bool
+		want    string
+	}{
+		{"map split early in the second half", func(x float64) float64 {
+			switch {
+			case x >= 10656:
+				return 1346
+			case x >= 7652:
+				return 1310
+			case x >= 6324:
+				return 1292
+			}
+			return 1274
+		}, true, "in their last quarter: the growth stopped"},
+		{"a leak of 8 B per call", func(x float64) float64 { return 1274 + 8*(x-4000)/1024 }, false, ""},
+		{"a step in the last quarter", func(x float64) float64 {
+			if x >= 14324 {
+				return 1310
+			}
+			return 1274
+		}, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var xs, ys []float64
+			for x := 4000.0; x < 16000; x += 332 {
+				xs, ys = append(xs, x), append(ys, tc.heap(x)*1024)
+			}
+			xs, ys = append(xs, 16000), append(ys, tc.heap(16000)*1024)
+			st := newStats(capacity + 1)
+			a := attribution{calls: 12000, measured: 4000, user: 42.2}
+			f := st.fitTrend(xs, ys, ciZ)
+			a.heap = windowGrowth(xs, ys, f.slope)
+			h := len(xs) / 2
+			f = st.fitTrend(xs[h:], ys[h:], ciZ)
+			a.late, a.lateZ = windowGrowth(xs[h:], ys[h:], f.slope), f.z
+			require.Greater(t, a.late, limit, "the second half grew: the window went on")
+			a.lastQuarter(xs, ys, st)
+			assert.Equal(t, tc.quarter, a.quarter)
+			got := (&meter{attr: &a}).notConfirmed(limit, slope)
+			if tc.want == "" {
+				assert.Empty(t, got)
+			} else {
+				assert.Contains(t, got, tc.want)
+			}
+		})
+	}
+}

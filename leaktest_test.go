@@ -437,18 +437,27 @@ func (c *pageCache) put(k int) {
 }
 
 // A cache on a Go map that fills at 70% of a run judged once: after it
-// filled, the map's tables go on growing for some thousand calls (deletes
-// leave tombstones), so a window as long as the measurement still sees a
-// little growth in its second half. The window goes on until that growth
-// ends (a run failed 9 times in 10 before; 1 in 255 since).
+// filled, the map's tables go on splitting, 18 KiB at a time, for up to
+// tens of thousands of calls (deletes leave tombstones), so a window as
+// long as the measurement still sees a little growth in its second half.
+// The window goes on until that growth ends (a run failed 9 times in 10
+// before). A split late in the longest window still fails a run now and
+// then: 3 in 1600 on 2026-11-29 (README Limits), so this asserts that
+// rate, not none: at most 1 false alarm in 10 runs (at 0.2% a run, a
+// failure of this test in 5000; at 20%, it fails 6 times in 10).
 func TestMapCacheStillGrowingAfterItFilledIsNotALeak(t *testing.T) {
-	for rep := 0; rep < 2; rep++ {
+	alarms := 0
+	for rep := 0; rep < 10; rep++ {
 		c := &pageCache{max: 2800, order: list.New(), items: map[int]*list.Element{}}
 		i := 0
 		r, err := Measure(func() { i++; c.put(i) }, Iterations(4000))
 		require.NoError(t, err)
-		require.False(t, r.Leaked(), "%s", r)
+		if r.Leaked() {
+			alarms++
+			t.Logf("run %d: a false alarm (a known rate; see README Limits):\n%s", rep, r)
+		}
 	}
+	assert.LessOrEqual(t, alarms, 1, "false alarms in 10 runs")
 }
 
 // chain16 is a 16-byte list node: a leak of one size class per call.

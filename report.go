@@ -563,8 +563,12 @@ func (a *attribution) overturned(limit, slope float64) string {
 		// follows time, diluted by cheap calls as in the measurement.
 		return ""
 	}
-	return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their second half: the growth stopped (a cache that filled late?), not a leak",
-		formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)))
+	part := "second half"
+	if a.quarter {
+		part = "last quarter"
+	}
+	return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their %s: the growth stopped (a cache that filled late?), not a leak",
+		formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)), part)
 }
 
 // goroutineHeap is the heap a leaked goroutine holds by itself: its
