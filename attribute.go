@@ -119,8 +119,8 @@ type attribution struct {
 	// lateZ is the Mann–Kendall z of the live heap over the window's
 	// second half (0 when it has fewer than three readings).
 	lateZ float64
-	// quarter: late and lateZ are over the last quarter of a window
-	// extended as far as it goes (lastQuarter), not its second half.
+	// quarter: late is over the last quarter of a window extended as far
+	// as it goes (lastQuarter), not its second half.
 	quarter bool
 	// standing: the verdict is a leak that stands (standingLeak), found
 	// before its growth per call thinned out; the window cannot say its
@@ -363,7 +363,7 @@ func (m *meter) attribute(slope, limit float64) {
 			f := m.st.fitTrend(xs[h:], ys[h:], ciZ)
 			a.late, a.lateZ = windowGrowth(xs[h:], ys[h:], f.slope), f.z
 		}
-		if extended == attrExtensions {
+		if extended == attrExtensions && a.planned == 0 {
 			a.lastQuarter(xs, ys, m.st)
 		}
 		// Only a window as long as the measurement can overturn the
@@ -568,14 +568,17 @@ func windowGrowth(xs, ys []float64, slope float64) float64 {
 
 // lastQuarter judges the growth that an extended window went on for
 // (dying) over the last quarter of its longest extent, when less than over
-// its second half: a Go map's tables split in steps of 18 KiB for up to
-// 20 000 calls after its cache filled, and one step early in the second
-// half, then thousands of calls flat, read as growth that had not ended
-// (an LRU of 2800 pages filling at 70% of Iterations(4000) failed 4 runs
-// in 1200; 3 in 1600 since, a split in the last quarter). A leak above
-// the limit grows in that quarter too: it is three quarters of the calls
-// measured, longer than the second half of the first full window. A leak
-// in steps further apart than that passes (see the README's Limits).
+// its second half: a Go map's tables split 18 KiB at a time for thousands
+// of calls after its cache filled (in runs of the cache alone, the last
+// split came as late as calls 8000–24 000), and one split early in the
+// second half, then thousands of calls flat, read as growth that had not
+// ended (an LRU of 2800 pages filling at 70% of Iterations(4000), in a
+// run that failed). A leak above the limit grows in that quarter too: it
+// is three quarters of the calls measured (a window cut short is not
+// judged so), longer than the second half of the first full window. A
+// leak in steps further apart than that passes (see the README's Limits).
+// lateZ stays the second half's: a quarter's fewer readings give a
+// smaller z, and a leak that stands must not lose its guard to that.
 func (a *attribution) lastQuarter(xs, ys []float64, st *stats) {
 	n := len(xs)
 	if n < 2 {
@@ -588,7 +591,7 @@ func (a *attribution) lastQuarter(xs, ys []float64, st *stats) {
 	}
 	f := st.fitTrend(xs[q:], ys[q:], ciZ)
 	if g := windowGrowth(xs[q:], ys[q:], f.slope); g < a.late {
-		a.late, a.lateZ, a.quarter = g, f.z, true
+		a.late, a.quarter = g, true
 	}
 }
 

@@ -899,30 +899,39 @@ func TestWindowOverturnsOnlyWhatItCan(t *testing.T) {
 // window of 12 000, a collection every 332 calls.)
 func TestLastQuarter(t *testing.T) {
 	const limit, slope = 4.0, 171.4
+	mapSplits := func(x float64) float64 {
+		switch {
+		case x >= 10656:
+			return 1346
+		case x >= 7652:
+			return 1310
+		case x >= 6324:
+			return 1292
+		}
+		return 1274
+	}
+	// Rising through most of the second half, flat in the last quarter:
+	// growth that stopped, unless it is a leak that stands (one that
+	// follows time), which the second half's trend still guards.
+	rose := func(x float64) float64 { return 1274 + 12*(min(x, 13000)-min(x, 10000))/1024 }
 	for _, tc := range []struct {
-		name    string
-		heap    func(x float64) float64 // KiB after x calls
-		quarter bool
-		want    string
+		name     string
+		heap     func(x float64) float64 // KiB after x calls
+		standing bool
+		quarter  bool
+		want     string
 	}{
-		{"map split early in the second half", func(x float64) float64 {
-			switch {
-			case x >= 10656:
-				return 1346
-			case x >= 7652:
-				return 1310
-			case x >= 6324:
-				return 1292
-			}
-			return 1274
-		}, true, "in their last quarter: the growth stopped"},
-		{"a leak of 8 B per call", func(x float64) float64 { return 1274 + 8*(x-4000)/1024 }, false, ""},
+		{"map split early in the second half", mapSplits, false, true, "in their last quarter: the growth stopped"},
+		{"a leak of 8 B per call", func(x float64) float64 { return 1274 + 8*(x-4000)/1024 }, false, false, ""},
+		{"a leak of 8 B per call beside the splits", func(x float64) float64 { return mapSplits(x) + 8*(x-4000)/1024 }, false, true, ""},
 		{"a step in the last quarter", func(x float64) float64 {
 			if x >= 14324 {
 				return 1310
 			}
 			return 1274
-		}, false, ""},
+		}, false, false, ""},
+		{"rose, then flat", rose, false, true, "in their last quarter: the growth stopped"},
+		{"rose, then flat, a leak that stands", rose, true, true, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var xs, ys []float64
@@ -931,7 +940,7 @@ func TestLastQuarter(t *testing.T) {
 			}
 			xs, ys = append(xs, 16000), append(ys, tc.heap(16000)*1024)
 			st := newStats(capacity + 1)
-			a := attribution{calls: 12000, measured: 4000, user: 42.2}
+			a := attribution{calls: 12000, measured: 4000, user: 42.2, standing: tc.standing}
 			f := st.fitTrend(xs, ys, ciZ)
 			a.heap = windowGrowth(xs, ys, f.slope)
 			h := len(xs) / 2

@@ -534,7 +534,8 @@ func heapSlope(j judgement) float64 {
 // least half the growth; or, in a window as long as the measurement (so
 // that a slice or map that doubles must have stepped in it too), fn's code
 // kept less than a quarter of the growth and the live heap grew no more
-// than the limit over the window's second half: its growth had stopped.
+// than the limit over the window's second half (or the last quarter of a
+// window extended as far as it goes: lastQuarter): its growth had stopped.
 // The first case trusts the profile alone, which can only overstate what
 // fn's code kept; the second needs the heap to agree. Neither judges a
 // window cut short of its minimum.
@@ -548,6 +549,10 @@ func (a *attribution) overturned(limit, slope float64) string {
 		return "" // a window cut short of its minimum (attribute)
 	}
 	kept := a.kept()
+	part := "second half"
+	if a.quarter {
+		part = "last quarter"
+	}
 	switch {
 	case a.runtimeExplains(limit, slope):
 		return fmt.Sprintf("heap grew %s per call, but a profile of %d more calls finds %s per call kept by fn's code and %s by the runtime for its own goroutine structures and sudogs, which it caches per P until they saturate: not a leak",
@@ -555,17 +560,13 @@ func (a *attribution) overturned(limit, slope float64) string {
 	case a.calls < a.measured || kept >= slope/4 || a.late > limit:
 		return ""
 	case a.tail > 0:
-		return fmt.Sprintf("heap grew %s per call, but of %d more calls, profiled, fn's code still held %s per call %d calls later, and %s per call of their second half's growth: memory held for a while (a map replaced by a ticker? a cache with a time to live?), not a leak",
-			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), a.tail, formatValue(Heap, max(0, a.late)))
+		return fmt.Sprintf("heap grew %s per call, but of %d more calls, profiled, fn's code still held %s per call %d calls later, and %s per call of their %s's growth: memory held for a while (a map replaced by a ticker? a cache with a time to live?), not a leak",
+			formatValue(Heap, slope), a.calls, formatValue(Heap, kept), a.tail, formatValue(Heap, max(0, a.late)), part)
 	}
 	if a.standing && a.lateZ >= zLate {
 		// Under the limit per call, but growing still: a leak that
 		// follows time, diluted by cheap calls as in the measurement.
 		return ""
-	}
-	part := "second half"
-	if a.quarter {
-		part = "last quarter"
 	}
 	return fmt.Sprintf("heap grew %s per call, but over %d more calls, profiled, fn's code kept %s per call, the runtime %s for its own goroutine structures, and the heap grew %s per call in their %s: the growth stopped (a cache that filled late?), not a leak",
 		formatValue(Heap, slope), a.calls, formatValue(Heap, kept), formatValue(Heap, a.runtime), formatValue(Heap, max(0, a.late)), part)
