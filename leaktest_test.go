@@ -855,11 +855,14 @@ func TestUndecidedAtBudgetExtends(t *testing.T) {
 	// The clock starts with Measure's, not at fn's first call: under load
 	// the warm-up of threads and goroutines before it took tens of ms, and
 	// the leak began too late to be seen at all (2 runs in 140).
+	// 16 KiB a call: under -race beside a CPU burner and another suite, a
+	// run held only its 32 samples, the leak 8 of them, and at 1 KiB a
+	// call a fall of some KiB freed elsewhere hid it (1 run in 1).
 	start := time.Now()
 	rep, err := Measure(func() {
 		time.Sleep(3 * time.Millisecond)
 		if time.Since(start) > budget*3/4 {
-			sinkBytes = append(sinkBytes, make([]byte, 1024))
+			sinkBytes = append(sinkBytes, make([]byte, 16<<10))
 		}
 	}, Budget(budget))
 	require.NoError(t, err)
