@@ -160,7 +160,7 @@ type attribution struct {
 // calls allocated alone, whose heap fell, goes on to a tail of as many
 // calls to see whether that is let go (tailed). A false alarm costs
 // more than a slow one.
-func (m *meter) attribute(slope, limit float64) {
+func (m *meter) attribute(slope, limit float64, standing bool) {
 	bin := max(1, 4*int(m.bin)) // a collection every 4 bins
 	full := max(m.calls, attrMinCalls)
 	if slope > 0 {
@@ -214,7 +214,7 @@ func (m *meter) attribute(slope, limit float64) {
 	defer m.prof.stop()
 	attributions.Add(1)
 
-	a := &attribution{measured: m.calls, least: least, standing: m.judge(sHeap).stood[1] > 0}
+	a := &attribution{measured: m.calls, least: least, standing: standing}
 	// The live heap after the window's collections: every one up to
 	// capacity of them, evenly spaced beyond, and the readings at start,
 	// between passes and at the end. Allocated, like the base profile,
@@ -360,8 +360,7 @@ func (m *meter) attribute(slope, limit float64) {
 		a.heap = windowGrowth(xs, ys, a.trend)
 		a.late = a.heap
 		if h := len(xs) / 2; len(xs)-h >= 3 {
-			f := m.st.fitTrend(xs[h:], ys[h:], ciZ)
-			a.late, a.lateZ = windowGrowth(xs[h:], ys[h:], f.slope), f.z
+			a.late, a.lateZ = lateGrowth(m.st, xs[h:], ys[h:])
 		}
 		if extended == attrExtensions && a.planned == 0 {
 			a.lastQuarter(xs, ys, m.st)
@@ -589,10 +588,16 @@ func (a *attribution) lastQuarter(xs, ys []float64, st *stats) {
 	if n-q < 3 {
 		return
 	}
-	f := st.fitTrend(xs[q:], ys[q:], ciZ)
-	if g := windowGrowth(xs[q:], ys[q:], f.slope); g < a.late {
+	if g, _ := lateGrowth(st, xs[q:], ys[q:]); g < a.late {
 		a.late, a.quarter = g, true
 	}
+}
+
+// lateGrowth is windowGrowth over a stretch of the window's readings, and
+// the Mann–Kendall z of its trend.
+func lateGrowth(st *stats, xs, ys []float64) (growth, z float64) {
+	f := st.fitTrend(xs, ys, ciZ)
+	return windowGrowth(xs, ys, f.slope), f.z
 }
 
 // tailed sets the figures of a window followed by a tail of calls: what

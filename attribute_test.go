@@ -243,7 +243,7 @@ func TestWindowThatWouldNotFitIsSkipped(t *testing.T) {
 	m.start = time.Now().Add(-2 * m.cfg.budget) // past the budget: the window gets its minimum
 	m.deadline = time.Now().Add(m.cfg.timeout/10 + time.Second)
 	rate := runtime.MemProfileRate
-	m.attribute(1024, 4)
+	m.attribute(1024, 4, false)
 	assert.Equal(t, 1024, m.attrSkipped)
 	assert.Nil(t, m.attr)
 	assert.Zero(t, calls)
@@ -256,7 +256,7 @@ func TestWindowThatWouldNotFitIsSkipped(t *testing.T) {
 	// With the time for it, it runs.
 	m.attrSkipped = 0
 	m.deadline = time.Now().Add(m.cfg.timeout/10 + 3*time.Second)
-	m.attribute(1024, 4)
+	m.attribute(1024, 4, false)
 	assert.Zero(t, m.attrSkipped)
 	assert.NotNil(t, m.attr)
 	assert.GreaterOrEqual(t, calls, 1024)
@@ -313,7 +313,7 @@ func TestWindowShrinksToFit(t *testing.T) {
 	m.fnTime = time.Duration(m.calls) * 200 * time.Microsecond // 0.3 ms a call, profiled
 	m.start = time.Now()                                       // a quarter of the budget: some 4000 calls
 	m.deadline = time.Now().Add(m.cfg.timeout/10 + time.Second)
-	m.attribute(1024, 4)
+	m.attribute(1024, 4, false)
 	assert.Zero(t, m.attrSkipped)
 	require.NotNil(t, m.attr)
 	assert.Zero(t, m.attr.planned, "cut after %d calls", calls)
@@ -333,7 +333,7 @@ func TestWindowKeepsTheMeasurementsPace(t *testing.T) {
 	m.fnTime = time.Duration(m.calls) * time.Microsecond
 	m.start = time.Now().Add(-2 * m.cfg.budget) // past the budget: the window gets its minimum
 	m.deadline = time.Now().Add(m.cfg.timeout)
-	m.attribute(1024, 4)
+	m.attribute(1024, 4, false)
 	require.NotNil(t, m.attr)
 	require.Len(t, at, 1024)
 	// A burst starts no sooner than 10 ms after the one before it
@@ -364,7 +364,7 @@ func TestWindowIsSizedAtTheMeasurementsPace(t *testing.T) {
 	m.fnTime = time.Duration(m.calls) * time.Microsecond
 	m.start = time.Now() // a quarter of the budget for the window
 	m.deadline = time.Now().Add(m.cfg.timeout)
-	m.attribute(1024, 4)
+	m.attribute(1024, 4, false)
 	require.NotNil(t, m.attr)
 	assert.Equal(t, 156250*time.Nanosecond, m.callTime())
 	assert.Zero(t, m.attr.planned)
@@ -416,7 +416,7 @@ func TestWindowGoesOnWhenTheHeapFell(t *testing.T) {
 	defer m.close()
 	defer func() { held = nil }()
 	plantFastFn(m)
-	m.attribute(48, 4)
+	m.attribute(48, 4, false)
 	require.NotNil(t, m.attr)
 	assert.GreaterOrEqual(t, m.attr.calls, 8192, "went on to the full window")
 }
@@ -437,7 +437,7 @@ func TestWindowLastsAQuarterSecond(t *testing.T) {
 	m.fnTime = time.Duration(m.calls) * time.Microsecond
 	m.start = time.Now() // a quarter of the budget for the window
 	m.deadline = time.Now().Add(m.cfg.timeout)
-	m.attribute(1024, 4)
+	m.attribute(1024, 4, false)
 	require.NotNil(t, m.attr)
 	assert.Equal(t, 9765625*time.Nanosecond/1000, m.callTime())
 	assert.Equal(t, int(attrMinSpan/m.callTime()), calls)
@@ -474,7 +474,7 @@ func TestWindowTellsACacheSpeedingUpFromALeak(t *testing.T) {
 			defer m.close()
 			defer runtime.KeepAlive(cache)
 			plantFastFn(m)
-			m.attribute(64, 4)
+			m.attribute(64, 4, false)
 			require.NotNil(t, m.attr)
 			if leak {
 				assert.Less(t, m.attr.calls, 8192, "confirmed at once")
@@ -535,7 +535,7 @@ func TestWindowTellsMemoryInFlightFromALeak(t *testing.T) {
 			defer m.close()
 			defer func() { entries, values = nil, nil }()
 			plantFastFn(m)
-			m.attribute(48, 4)
+			m.attribute(48, 4, false)
 			require.NotNil(t, m.attr)
 			why := m.notConfirmed(4, 48)
 			if c.tail {
@@ -593,7 +593,7 @@ func TestWindowEndsEarlyWhenProfiledCallsAreSlow(t *testing.T) {
 	m.fnTime = time.Duration(m.calls) * time.Microsecond // unprofiled, the window fits easily
 	m.start = time.Now().Add(-2 * m.cfg.budget)          // past the budget: the window gets its minimum
 	m.deadline = time.Now().Add(m.cfg.timeout/10 + 1500*time.Millisecond)
-	m.attribute(1024, 4)
+	m.attribute(1024, 4, false)
 	require.NotNil(t, m.attr)
 	assert.Equal(t, 1024, m.attr.planned)
 	assert.Less(t, calls, 1024)
@@ -944,8 +944,7 @@ func TestLastQuarter(t *testing.T) {
 			f := st.fitTrend(xs, ys, ciZ)
 			a.heap = windowGrowth(xs, ys, f.slope)
 			h := len(xs) / 2
-			f = st.fitTrend(xs[h:], ys[h:], ciZ)
-			a.late, a.lateZ = windowGrowth(xs[h:], ys[h:], f.slope), f.z
+			a.late, a.lateZ = lateGrowth(st, xs[h:], ys[h:])
 			require.Greater(t, a.late, limit, "the second half grew: the window went on")
 			a.lastQuarter(xs, ys, st)
 			assert.Equal(t, tc.quarter, a.quarter)

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -291,7 +292,7 @@ func (m *meter) attributeHeap() {
 			return
 		}
 	}
-	m.attribute(slope, m.judgedLimit(sHeap))
+	m.attribute(slope, m.judgedLimit(sHeap), j.stood[1] > 0)
 }
 
 // callTo calls fn until calls reaches target; false if aborted.
@@ -403,7 +404,7 @@ func (m *meter) adaptive() {
 			// minCalls counts planned calls: the jittered last sample may
 			// fall a little short of them.
 			if c := judgementChain(last); c >= 0 && float64(last)*m.bin >= minCalls {
-				again := m.anyFound(c) // the chain's last judgement found a leak
+				again := slices.Contains(m.found[c], true) // the chain's last judgement found a leak
 				switch m.judgeChain(c) {
 				case clean:
 					// A clean judgement ends the run, unless a leak

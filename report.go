@@ -310,7 +310,7 @@ func (m *meter) judgedLimit(s int) float64 {
 	switch s {
 	case sHeap:
 		cycles := (m.cycles[last] - m.cycles[r0]) / dx
-		return math.Max(limit, runtimeAllowance*float64(runtime.GOMAXPROCS(0))*cycles)
+		return math.Max(limit, runtimeHeap(cycles))
 	case sOffGo:
 		return math.Max(limit, rssFloor/dx)
 	}
@@ -334,6 +334,12 @@ const rssFloor = 256 << 10
 // It matters only where collections are frequent per call: slow functions
 // sampled every call or few, and functions that make megabytes of garbage.
 const runtimeAllowance = 64
+
+// runtimeHeap is the heap the runtime may keep over the given collections
+// (runtimeAllowance per P at each).
+func runtimeHeap(cycles float64) float64 {
+	return runtimeAllowance * float64(runtime.GOMAXPROCS(0)) * cycles
+}
 
 // report judges every series and builds the Report.
 func (m *meter) report() *Report {
@@ -401,7 +407,7 @@ func (m *meter) report() *Report {
 		if s == sHeap && j.verdict != leak && limit > 2*plain {
 			rep.Notes = append(rep.Notes, fmt.Sprintf(
 				"heap judged against %s per call, not %s: the runtime may keep %s per P at each collection, and there were %.2g collections per call (the sampler's, after every call or few of a slow fn, and those much garbage causes); a smaller leak is not judged",
-				formatValue(res, limit), formatValue(res, plain), formatValue(res, runtimeAllowance), limit/(runtimeAllowance*float64(runtime.GOMAXPROCS(0)))))
+				formatValue(res, limit), formatValue(res, plain), formatValue(res, runtimeAllowance), limit/runtimeHeap(1)))
 		}
 		switch j.verdict {
 		case leak:

@@ -1,7 +1,5 @@
 package leaktest
 
-import "runtime"
-
 // A standing leak is one found again at the next judgement of its chain
 // (rule 5) whose growth has not been seen to stop since. Later judgements
 // can find it clean without it stopping: growth per call thins out when
@@ -59,16 +57,6 @@ func (m *meter) judgeChain(c int) verdict {
 	return v
 }
 
-// anyFound says whether the last judgement of chain c found a leak.
-func (m *meter) anyFound(c int) bool {
-	for _, f := range m.found[c] {
-		if f {
-			return true
-		}
-	}
-	return false
-}
-
 // anyStanding says whether a leak stands.
 func (m *meter) anyStanding() bool {
 	for _, l := range m.standing {
@@ -106,7 +94,7 @@ func (m *meter) stillGrowing(s int) bool {
 func (m *meter) tailFloor(s, t0 int) float64 {
 	switch s {
 	case sHeap:
-		return runtimeAllowance * float64(runtime.GOMAXPROCS(0)) * (m.cycles[m.n-1] - m.cycles[t0])
+		return runtimeHeap(m.cycles[m.n-1] - m.cycles[t0])
 	case sOffGo:
 		return rssFloor
 	}
