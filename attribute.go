@@ -723,6 +723,7 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) (sites []Site, u
 		bytes, objects int64
 	}
 	bySite := map[string]*grown{}
+	kinds := frameKinds{}
 	var total int64
 	// In the keys' order, so that a site reached by several stacks shows
 	// the same one every run.
@@ -738,14 +739,17 @@ func diffSites(base, end []runtime.MemProfileRecord, calls int) (sites []Site, u
 		if db <= 0 {
 			continue
 		}
-		site, kind := siteOf(r.stack)
-		switch {
-		case kind == harnessAlloc:
+		// Classified as the window classifies (kinds.of), so that the
+		// sites shown and the window's judgement agree; symbolized in
+		// full (siteOf) only where the site is shown.
+		switch kinds.of(r.stack) {
+		case harnessAlloc:
 			continue // leaktest's own, such as the profile just taken
-		case kind == runtimeAlloc || runtimeStructure(r.stack):
+		case runtimeAlloc:
 			rt += db
 			continue
 		}
+		site, _ := siteOf(r.stack)
 		user += db
 		key := fmt.Sprintf("%s\x00%s:%d", site.Function, site.File, site.Line)
 		g := bySite[key]
@@ -836,32 +840,19 @@ func inUseByStack(recs []runtime.MemProfileRecord) []inUse {
 	return sums[:n]
 }
 
-// runtimeStructure reports whether an allocating stack made one of the
-// runtime's own goroutine structures: a descriptor (malg, allgadd), a
-// sudog, or the timer a goroutine's first time.Sleep allocates (freed when
-// it exits). Goroutines that stay alive are judged as goroutines; dead
-// descriptors and sudogs are cached per P and are not fn's to keep, and
-// sleep timers in the profile are those of goroutines still finishing.
-func runtimeStructure(pcs []uintptr) bool {
-	frames := runtime.CallersFrames(pcs)
-	for {
-		f, more := frames.Next()
-		if frameKind(f)&kindStructure != 0 {
-			return true
-		}
-		if !more {
-			return false
-		}
-	}
-}
-
 // What a frame says of its stack's allocation (frameKind).
 const (
 	kindShown     = 1 << iota // outside the runtime, the harness and testing: siteOf keeps it
 	kindHarness               // leaktest's own
-	kindStructure             // one of runtimeStructure's
+	kindStructure             // the runtime's goroutine structures (frameKind)
 )
 
+// frameKind classifies one frame. kindStructure marks the runtime's own
+// goroutine structures: a descriptor (malg, allgadd), a sudog, or the timer
+// a goroutine's first time.Sleep allocates (freed when it exits).
+// Goroutines that stay alive are judged as goroutines; dead descriptors and
+// sudogs are cached per P and are not fn's to keep, and sleep timers in the
+// profile are those of goroutines still finishing.
 func frameKind(f runtime.Frame) uint8 {
 	var k uint8
 	switch f.Function {
@@ -879,15 +870,15 @@ func frameKind(f runtime.Frame) uint8 {
 }
 
 // frameKinds caches frameKind per return address (with the calls inlined
-// there: each has an address of its own in a profile's stack). siteOf and
-// runtimeStructure symbolize a whole stack, and heldByTag reads every
-// stack of a profile three times in a window, every allocation of it
-// profiled: with 4016 stacks in the profile, a window took 3.7 s instead
-// of 0.9 s (measured). Most frames are the same from stack to stack.
+// there: each has an address of its own in a profile's stack). siteOf
+// symbolizes a whole stack, and heldByTag reads every stack of a profile
+// three times in a window, every allocation of it profiled: with 4016
+// stacks in the profile, a window took 3.7 s instead of 0.9 s (measured).
+// Most frames are the same from stack to stack.
 type frameKinds map[uintptr]uint8
 
 // of gives siteOf's kind of an allocating stack, and runtimeAlloc for one
-// of runtimeStructure's too.
+// of fn's with a frame of kindStructure too.
 func (c frameKinds) of(stk []uintptr) int {
 	var k uint8
 	for _, pc := range stk {
@@ -904,14 +895,12 @@ func (c frameKinds) of(stk []uintptr) int {
 		k |= f
 	}
 	switch {
-	case k&kindStructure != 0:
-		return runtimeAlloc
-	case k&kindShown != 0:
-		return userAlloc
-	case k&kindHarness != 0:
+	case k&kindShown == 0 && k&kindHarness != 0:
 		return harnessAlloc
+	case k&kindShown == 0 || k&kindStructure != 0:
+		return runtimeAlloc
 	}
-	return runtimeAlloc
+	return userAlloc
 }
 
 // pkgPrefix is this package's prefix in function names.
