@@ -234,18 +234,46 @@ var leakyCorpus = []workload{
 			}
 		}, release
 	}},
-	{name: "fds/pipe-kept-open", leaks: FDs, needs: linuxOnly, setup: simple(func() {
-		r, w, err := os.Pipe()
-		if err != nil {
-			panic(err)
-		}
-		sinkFiles = append(sinkFiles, r, w)
-	}, func() {
-		for _, f := range sinkFiles {
-			f.Close()
-		}
-		sinkFiles = nil
-	})},
+	// Steps too sparse for a trend in a cheap function's first 4096
+	// calls: two of them there. A clean first judgement ended the run
+	// (565 ms into its 3 s budget) until a count whose level rose kept it
+	// going (judgeChain).
+	{name: "goroutines/one-per-2000-calls", leaks: Goroutines, setup: func(testing.TB) (func(), func()) {
+		ch, release := blocker()
+		calls := 0
+		return func() {
+			calls++
+			if calls%2000 == 0 {
+				go func() { <-ch }()
+			}
+		}, release
+	}},
+	{name: "fds/pipe-every-2000-calls", leaks: FDs, needs: linuxOnly, setup: func(testing.TB) (func(), func()) {
+		calls := 0
+		return func() {
+			calls++
+			if calls%2000 == 0 {
+				keepPipe()
+			}
+		}, closeSinkFiles
+	}},
+	{name: "fds/pipe-kept-open", leaks: FDs, needs: linuxOnly, setup: simple(keepPipe, closeSinkFiles)},
+}
+
+// keepPipe opens a pipe and keeps both ends in sinkFiles.
+func keepPipe() {
+	r, w, err := os.Pipe()
+	if err != nil {
+		panic(err)
+	}
+	sinkFiles = append(sinkFiles, r, w)
+}
+
+func closeSinkFiles() {
+	for _, f := range sinkFiles {
+		f.Close()
+	}
+	sinkFiles = nil
 }
 
 var cleanCorpus = []workload{

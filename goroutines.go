@@ -66,9 +66,13 @@ func (m *meter) checkGoroutines(rep *Report, n int, before map[int]bool, opts []
 	if len(ours) == 0 {
 		return
 	}
+	why := "their number did not keep growing through the judged calls (a pool started once?), so they are not judged a leak"
+	if m.judged[sGoroutines].verdict == unsure {
+		why = "their growth is undecided (the note on goroutines above), so they are not judged a leak"
+	}
 	rep.Notes = append(rep.Notes, fmt.Sprintf(
-		"%d goroutine(s) started by fn are still running, but their number did not grow after warm-up (a pool started once?), so they are not a leak:\n%s",
-		len(ours), groupGoroutines(dump, ours)))
+		"%d goroutine(s) started by fn are still running, but %s:\n%s",
+		len(ours), why, groupGoroutines(dump, ours)))
 }
 
 // markLabelled adds to ours the goroutines of ids whose header in dump
