@@ -130,13 +130,16 @@ func awaitTurn(timeout time.Duration) error {
 	// makes no garbage beside the measurement that runs meanwhile.
 	tick := time.NewTicker(min(timeout, 100*time.Millisecond))
 	defer tick.Stop()
+	start := time.Now().UnixNano()
 	for {
 		select {
 		case measuring <- struct{}{}:
 			return nil
 		case <-tick.C:
 		}
-		if n := stuckSince.Load(); n != 0 && time.Since(time.Unix(0, n)) >= timeout {
+		// Stuck for this one's whole Timeout: since it began waiting, when
+		// the holder was stuck before.
+		if n := stuckSince.Load(); n != 0 && time.Since(time.Unix(0, max(n, start))) >= timeout {
 			return fmt.Errorf("leaktest: waited %v for another measurement to end, whose fn is still blocked past its Timeout: an fn that never returns, or one that waits for this Run (Run called from a goroutine that fn started)", timeout)
 		}
 	}

@@ -256,8 +256,13 @@ func TestWaitingForABlockedMeasurementIsAnError(t *testing.T) {
 	}, Budget(500*time.Millisecond), Timeout(2*time.Second))
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "on call 10 of fn")
+	// Stuck for longer than the next one's Timeout before it comes: it
+	// still waits that Timeout, as its error says.
+	time.Sleep(400 * time.Millisecond)
+	start := time.Now()
 	_, err = Measure(func() {}, Budget(50*time.Millisecond), Timeout(300*time.Millisecond))
 	require.Error(t, err)
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
 	assert.Contains(t, err.Error(), "leaktest: waited 300ms for another measurement to end, whose fn is still blocked past its Timeout")
 	unblock()
 	rep, err := Measure(func() {}, Budget(50*time.Millisecond))
@@ -1029,6 +1034,45 @@ func TestBlockedForeverIsMarked(t *testing.T) {
 	assert.Regexp(t, `64 × created by .*TestBlockedForeverIsMarked\.func1 at leaktest_test.go:\d+, blocked forever in chan receive`, string(out))
 }
 
+// Rule 5 holds per series: a heap that leaked at the judgement of 64
+// samples and stopped does not confirm goroutines first found leaking at
+// 128 (a run ending on two series' single judgements).
+func TestFoundAgainIsPerSeries(t *testing.T) {
+	m := newMeter(newConfig(false, nil), func() {})
+	t.Cleanup(m.close)
+	heap, gs := 0.0, 0.0
+	for i := 0; i <= 128; i++ {
+		if i > 0 && i <= 64 {
+			heap += 64 * 32 // 32 B per call, then flat
+		}
+		if i > 36 {
+			gs++ // a goroutine a sample from sample 37
+		}
+		m.xs, m.ts = append(m.xs, float64(64*i)), append(m.ts, float64(i)/1000)
+		m.cycles, m.dropped = append(m.cycles, 0), append(m.dropped, 0)
+		for s := range m.ys {
+			m.ys[s] = append(m.ys[s], 0)
+		}
+		m.ys[sHeap][i], m.ys[sGoroutines][i] = heap, gs
+		m.n++
+		m.calls = 64 * i
+		if c := judgementChain(i); c >= 0 {
+			v, again := m.judgeChain(c)
+			switch i {
+			case 64:
+				require.Equal(t, leak, v)
+				require.True(t, m.found[c][sHeap], "the heap leaks at 64")
+				require.False(t, m.found[c][sGoroutines], "goroutines do not, yet")
+			case 128:
+				require.Equal(t, leak, v)
+				require.True(t, m.found[c][sGoroutines], "goroutines leak at 128")
+				require.False(t, m.found[c][sHeap], "the heap no longer does")
+				assert.False(t, again, "no series was found leaking twice")
+			}
+		}
+	}
+}
+
 // A leak found again stands once the loop has ended, though the last
 // judgement finds its growth per call under the limit, while it still
 // grows; it falls when its growth stops.
@@ -1054,9 +1098,12 @@ func TestStandingLeak(t *testing.T) {
 			m.n++
 			m.calls = 64 * i
 			if c := judgementChain(i); c >= 0 {
-				v := m.judgeChain(c)
+				v, again := m.judgeChain(c)
 				if i <= 128 {
 					require.Equal(t, leak, v, "sample %d", i)
+				}
+				if i == 64 || i == 128 {
+					require.Equal(t, i == 128, again, "sample %d", i)
 				}
 			}
 			if i == 128 {

@@ -6,7 +6,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"slices"
+
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,8 +18,8 @@ import (
 // would change what fn has in flight at each sample — goroutines not yet
 // finished, their runtime structures — and that change would look like
 // growth. The rule judges the samples at 64, 96, 128, 192 and 256 (a leak
-// needs two judgements in a row of one chain, 64-128-256 or 96-192, more
-// where the calls sped up; see judgementChain); only a run still undecided
+// found by two judgements in a row of one chain, 64-128-256 or 96-192, more
+// where the calls sped up, stands; see judgementChain); only a run still undecided
 // at 256 samples drops every other one and doubles the calls between
 // samples.
 const (
@@ -404,8 +404,8 @@ func (m *meter) adaptive() {
 			// minCalls counts planned calls: the jittered last sample may
 			// fall a little short of them.
 			if c := judgementChain(last); c >= 0 && float64(last)*m.bin >= minCalls {
-				again := slices.Contains(m.found[c], true) // the chain's last judgement found a leak
-				switch m.judgeChain(c) {
+				v, again := m.judgeChain(c)
+				switch v {
 				case clean:
 					// A clean judgement ends the run, unless a leak
 					// found before still stands: its growth did not

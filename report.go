@@ -434,8 +434,10 @@ func (m *meter) report() *Report {
 				if s == sOffGo {
 					gs = sAnon
 				}
+				// The sample's calls: m.calls counts the attribution
+				// window's too, run after the guard stopped the loop.
 				f.Detail = fmt.Sprintf("stopped early after %d calls: %s grew by %s, more than %s",
-					m.calls, res, formatValue(res, m.ys[gs][m.n-1]-m.guardBase[gs]), formatValue(res, guardLimit(s)))
+					int(m.xs[m.n-1]), res, formatValue(res, m.ys[gs][m.n-1]-m.guardBase[gs]), formatValue(res, guardLimit(s)))
 			}
 			if j.stood[1] > 0 {
 				stood := fmt.Sprintf("found over calls %d–%d and at the judgement before; the last judgement found no leak, but the growth did not stop: %s per call over calls %d–%d (growth that follows time, not calls, thins out per call as the calls get faster)",

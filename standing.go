@@ -18,8 +18,10 @@ type standingLeak struct {
 }
 
 // judgeChain judges every series at a judgement of chain c: leak if one
-// leaks, clean if all are. It keeps track of leaks found again
-// (standingLeak) and of their growth stopping.
+// leaks, clean if all are; again when a series that leaks was found
+// leaking by the chain's judgement before too (rule 5 holds per series:
+// one series' leak does not confirm another's). It keeps track of leaks
+// found again (standingLeak) and of their growth stopping.
 //
 // Clean early needs power too: a series whose growth per call could still
 // be above its limit (the upper end of its Sen interval is) keeps the run
@@ -30,8 +32,7 @@ type standingLeak struct {
 // over the region (levelRate): a goroutine left every 2000 calls is two
 // steps in a cheap function's first 4096 calls, too few for a trend, and
 // ended the run clean there, 565 ms into a 3 s budget that catches it.
-func (m *meter) judgeChain(c int) verdict {
-	v := clean
+func (m *meter) judgeChain(c int) (v verdict, again bool) {
 	r0, _ := m.window()
 	for _, s := range m.judgedSeries() {
 		if _, ok := m.limit(s); !ok {
@@ -42,6 +43,7 @@ func (m *meter) judgeChain(c int) verdict {
 		case leak:
 			v = leak
 			if m.found[c][s] {
+				again = true
 				j.stood = [2]int{int(m.xs[r0]), m.calls}
 				m.standing[s] = standingLeak{set: true, j: j}
 			}
@@ -57,7 +59,7 @@ func (m *meter) judgeChain(c int) verdict {
 			m.standing[s] = standingLeak{}
 		}
 	}
-	return v
+	return v, again
 }
 
 // anyStanding says whether a leak stands.
