@@ -347,3 +347,20 @@ func TestUndecidedClassifies(t *testing.T) {
 		assert.Equal(t, tc.want, tc.j.undecided(), tc.name)
 	}
 }
+
+// floorRose: a count kept for good raises the least of each quarter; one
+// in flight moves its medians, not its floor.
+func TestFloorRose(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	steps, flight, both := make([]float64, 48), make([]float64, 48), make([]float64, 48)
+	for i := range steps {
+		steps[i] = 62 + float64(i/20) // a goroutine kept at samples 20 and 40
+		flight[i] = 3 + float64(rng.Intn(4)*rng.Intn(2))
+		both[i] = steps[i] + float64(rng.Intn(4)*rng.Intn(2))
+	}
+	flight[40], flight[41] = 9, 9 // a burst late on
+	assert.True(t, floorRose(steps))
+	assert.True(t, floorRose(both))
+	assert.False(t, floorRose(flight))
+	assert.False(t, floorRose([]float64{1, 2, 3, 4, 5}), "too short for two quarters of three")
+}

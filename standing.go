@@ -1,5 +1,7 @@
 package leaktest
 
+import "slices"
+
 // A standing leak is one found again at the next judgement of its chain
 // (rule 5) whose growth has not been seen to stop since. Later judgements
 // can find it clean without it stopping: growth per call thins out when
@@ -28,8 +30,8 @@ type standingLeak struct {
 // going, for the budget to tell. A small leak on a sawtooth (32 B per
 // call beside a 1 MiB batch flushed every 1000 calls) has no clear trend
 // after 4096 calls, but is no longer hidden after tens of thousands.
-// A count, with a limit of 0, keeps the run going while its level rose
-// over the region (levelRate): a goroutine left every 2000 calls is two
+// A count, with a limit of 0, keeps the run going while its floor rose
+// over the region (floorRose): a goroutine left every 2000 calls is two
 // steps in a cheap function's first 4096 calls, too few for a trend, and
 // ended the run clean there, 565 ms into a 3 s budget that catches it.
 func (m *meter) judgeChain(c int) (v verdict, again bool) {
@@ -50,7 +52,7 @@ func (m *meter) judgeChain(c int) (v verdict, again bool) {
 		case unsure:
 			v = max(v, unsure)
 		case clean:
-			if j.limit > 0 && j.region.hi > j.limit || j.limit == 0 && j.level > 0 {
+			if j.limit > 0 && j.region.hi > j.limit || j.limit == 0 && floorRose(m.ys[s][r0:m.n]) {
 				v = max(v, unsure)
 			}
 		}
@@ -60,6 +62,19 @@ func (m *meter) judgeChain(c int) (v verdict, again bool) {
 		}
 	}
 	return v, again
+}
+
+// floorRose says whether the least of the last quarter of ys (three
+// values at least) is above the least of its first quarter: what a count
+// kept for good does, step by step. Not the quarters' medians: a count of
+// goroutines in flight (each ending 3 ms after its call) moves its
+// medians by chance, and kept a third of such runs going to their budget.
+func floorRose(ys []float64) bool {
+	q := max(3, len(ys)/4)
+	if len(ys) < 2*q {
+		return false
+	}
+	return slices.Min(ys[len(ys)-q:]) > slices.Min(ys[:q])
 }
 
 // anyStanding says whether a leak stands.
