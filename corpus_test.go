@@ -224,40 +224,34 @@ var leakyCorpus = []workload{
 		ch, release := blocker()
 		return func() { go func() { <-ch }() }, release
 	}},
-	{name: "goroutines/one-per-10-calls", leaks: Goroutines, setup: func(testing.TB) (func(), func()) {
-		ch, release := blocker()
-		calls := 0
-		return func() {
-			calls++
-			if calls%10 == 0 {
-				go func() { <-ch }()
-			}
-		}, release
-	}},
+	{name: "goroutines/one-per-10-calls", leaks: Goroutines, setup: goroutineEvery(10)},
 	// Steps too sparse for a trend in a cheap function's first 4096
 	// calls: two of them there. A clean first judgement ended the run
-	// (565 ms into its 3 s budget) until a count whose level rose kept it
+	// (565 ms into its 3 s budget) until a count whose floor rose kept it
 	// going (judgeChain).
-	{name: "goroutines/one-per-2000-calls", leaks: Goroutines, setup: func(testing.TB) (func(), func()) {
-		ch, release := blocker()
-		calls := 0
-		return func() {
-			calls++
-			if calls%2000 == 0 {
-				go func() { <-ch }()
-			}
-		}, release
-	}},
+	{name: "goroutines/one-per-2000-calls", leaks: Goroutines, setup: goroutineEvery(2000)},
 	{name: "fds/pipe-every-2000-calls", leaks: FDs, needs: linuxOnly, setup: func(testing.TB) (func(), func()) {
-		calls := 0
-		return func() {
-			calls++
-			if calls%2000 == 0 {
-				keepPipe()
-			}
-		}, closeSinkFiles
+		return everyNth(2000, keepPipe), closeSinkFiles
 	}},
 	{name: "fds/pipe-kept-open", leaks: FDs, needs: linuxOnly, setup: simple(keepPipe, closeSinkFiles)},
+}
+
+// everyNth calls f on every nth call of the function it returns.
+func everyNth(n int, f func()) func() {
+	calls := 0
+	return func() {
+		if calls++; calls%n == 0 {
+			f()
+		}
+	}
+}
+
+// goroutineEvery leaks a blocked goroutine every n calls.
+func goroutineEvery(n int) func(testing.TB) (func(), func()) {
+	return func(testing.TB) (func(), func()) {
+		ch, release := blocker()
+		return everyNth(n, func() { go func() { <-ch }() }), release
+	}
 }
 
 // keepPipe opens a pipe and keeps both ends in sinkFiles.
