@@ -230,6 +230,16 @@ var leakyCorpus = []workload{
 	// (565 ms into its 3 s budget) until a count whose floor rose kept it
 	// going (judgeChain).
 	{name: "goroutines/one-per-2000-calls", leaks: Goroutines, setup: goroutineEvery(2000)},
+	// The same steps beside thousands of goroutines in flight, each
+	// ending 3 ms after its call: the sample's wait for them (settle)
+	// must not take the kept ones for them.
+	{name: "goroutines/one-per-2000-calls-beside-ones-ending-late", leaks: Goroutines, setup: func(tb testing.TB) (func(), func()) {
+		leak, release := goroutineEvery(2000)(tb)
+		return func() {
+			go func() { time.Sleep(3 * time.Millisecond) }()
+			leak()
+		}, release
+	}},
 	{name: "fds/pipe-every-2000-calls", leaks: FDs, needs: linuxOnly, setup: func(testing.TB) (func(), func()) {
 		return everyNth(2000, keepPipe), closeSinkFiles
 	}},

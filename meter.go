@@ -105,6 +105,7 @@ type meter struct {
 	st          *stats
 	rng         uint64
 	settled     int // descriptors open after the last sample's collection
+	gSettled    int // goroutines after the last sample's collection
 	// knownX and knownY are scratch space for the samples where RSS
 	// outside Go is known (judgeOffGo).
 	knownX, knownY []float64
@@ -195,6 +196,7 @@ func newMeter(cfg *config, fn func()) *meter {
 	if m.fds != nil {
 		m.settled, _ = m.fds.count()
 	}
+	m.gSettled = runtime.NumGoroutine()
 	return m
 }
 
@@ -694,10 +696,9 @@ func (m *meter) decimate() {
 func (m *meter) sample() {
 	pre := 0
 	if m.fds != nil {
-		if pre, _ = m.fds.count(); pre > m.settled {
-			pre = m.fdsSettled(pre)
-		}
+		pre, _ = m.fds.count()
 	}
+	pre = m.settle(pre)
 	t := time.Now() // the sample's cost is its collection's (sampleAvg)
 	if m.rss != nil {
 		debug.FreeOSMemory() // a full collection, then freed pages go back to the OS
@@ -720,6 +721,7 @@ func (m *meter) sample() {
 		}
 	}
 	goroutines := float64(runtime.NumGoroutine())
+	m.gSettled = int(goroutines)
 	fds, dropped := math.NaN(), 0.0
 	if m.fds != nil {
 		post, _ := m.fds.count()
@@ -788,23 +790,42 @@ func (m *meter) goMemory() uint64 {
 	return m.met[mTotal].Value.Uint64() - m.met[mReleased].Value.Uint64()
 }
 
-// fdsSettled gives closes already under way when descriptors were
-// opened since the last sample (the server's side of a connection that fn
-// closed closes a moment later, on its own) time to end: 2 ms, then as
-// long as the count keeps falling, up to 20 ms. What the collection closes
-// after that is the collector's. (The loop's sleep timer was allocated
-// before the first sample.)
-func (m *meter) fdsSettled(n int) int {
-	time.Sleep(2 * time.Millisecond)
-	for i := 0; i < 18; i++ {
-		now, _ := m.fds.count()
-		if now >= n || now <= m.settled {
-			return min(n, now)
-		}
-		n = now
-		time.Sleep(time.Millisecond)
+// settle gives what fn left under way at a sample time a moment to end,
+// when a count rose since the last sample: closes of descriptors opened
+// since (the server's side of a connection that fn closed closes a moment
+// later, on its own), and goroutines that end a moment after their call
+// (one that sleeps 3 ms after each call: counted in flight, they moved the
+// count's least by chance, which kept clean runs going to their budget,
+// and hid a goroutine kept every 2000 calls beside them). 2 ms, then while
+// a count that rose still falls (descriptors: at each 1 ms poll;
+// goroutines, whose timers fire in bursts: within the last 3 ms), up to
+// 20 ms. What the collection closes after that is the collector's. It
+// returns the descriptors open then, given fds, those open before it.
+// (The loop's sleep timer was allocated before the first sample.)
+func (m *meter) settle(fds int) int {
+	g := runtime.NumGoroutine()
+	fdsUp, gUp := m.fds != nil && fds > m.settled, g > m.gSettled
+	if !fdsUp && !gUp {
+		return fds
 	}
-	return n
+	time.Sleep(2 * time.Millisecond)
+	for i, fell := 0, 0; i < 18 && (fdsUp || gUp); i++ {
+		if fdsUp {
+			now, _ := m.fds.count()
+			fdsUp = now < fds && now > m.settled
+			fds = min(fds, now)
+		}
+		if gUp {
+			if now := runtime.NumGoroutine(); now < g {
+				g, fell = now, i
+			}
+			gUp = g > m.gSettled && i-fell < 3
+		}
+		if fdsUp || gUp {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return fds
 }
 
 // guards lists the series that guard and grownLarge watch: each with the
