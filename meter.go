@@ -699,6 +699,7 @@ func (m *meter) sample() {
 		pre, _ = m.fds.count()
 	}
 	pre = m.settle(pre)
+	gPre := runtime.NumGoroutine()
 	t := time.Now() // the sample's cost is its collection's (sampleAvg)
 	if m.rss != nil {
 		debug.FreeOSMemory() // a full collection, then freed pages go back to the OS
@@ -728,10 +729,15 @@ func (m *meter) sample() {
 		if pre > m.settled {
 			// Descriptors opened since the last sample were still open
 			// before this collection: wait for the finalizers it queued
-			// to learn how many only the collector closed.
+			// to learn how many only the collector closed. Not when
+			// goroutines ended meanwhile: fn's, still ending after
+			// settle, may have closed them (a file closed 8 ms after
+			// its call, by a goroutine, was noted as the collector's).
 			waitFinalizers()
 			post, _ = m.fds.count()
-			dropped = float64(max(0, pre-post))
+			if runtime.NumGoroutine() >= gPre {
+				dropped = float64(max(0, pre-post))
+			}
 		}
 		m.settled = post
 		fds = float64(post)
@@ -805,6 +811,7 @@ func (m *meter) goMemory() uint64 {
 func (m *meter) settle(fds int) int {
 	g := runtime.NumGoroutine()
 	fdsUp, gUp := m.fds != nil && fds > m.settled, g > m.gSettled
+	rose := fdsUp
 	if !fdsUp && !gUp {
 		return fds
 	}
@@ -824,6 +831,12 @@ func (m *meter) settle(fds int) int {
 		if fdsUp || gUp {
 			time.Sleep(time.Millisecond)
 		}
+	}
+	if rose && !fdsUp {
+		// Closes that ended while goroutines were still ending are not
+		// the collector's.
+		now, _ := m.fds.count()
+		fds = min(fds, now)
 	}
 	return fds
 }
