@@ -657,6 +657,7 @@ func TestDescriptorsClosedLaterByAGoroutineAreNotNoted(t *testing.T) {
 		t.Skip("descriptors are counted on Linux only")
 	}
 	for _, d := range []time.Duration{3 * time.Millisecond, 8 * time.Millisecond, 30 * time.Millisecond} {
+		d := d // go 1.21: one d for the loop, and the last goroutines read it after Measure
 		rep, err := Measure(func() {
 			f, err := os.Open(os.DevNull)
 			if err != nil {

@@ -374,6 +374,12 @@ func (m *meter) report() *Report {
 				j.verdict = leak
 			}
 		}
+		if j.verdict == leak && m.inFlight(s) {
+			rep.Notes = append(rep.Notes, fmt.Sprintf(
+				"%s grew %.3g per call while fn was called, but fell to %g once the calls stopped, no more than their least over the judged calls: held for a while after each call (in flight), not kept, so not a leak",
+				res, j.region.slope, m.drained[s]))
+			j.verdict = clean
+		}
 		if s == sHeap && j.verdict == leak && m.attr != nil {
 			if why := m.notConfirmed(limit, heapSlope(j)); why != "" {
 				rep.Notes = append(rep.Notes, why)
