@@ -302,7 +302,8 @@ const (
 // the sample's wait (settle), and their number follows the calls' pace,
 // which changes through a run: judged a leak in 4 of 5 runs, 5 of 5 under
 // -race. Kept ones do not end. It waits while the count still falls
-// (within the last drainQuiet), up to drainMax or the Timeout.
+// (within the last drainQuiet), up to drainMax, or a tenth of the Timeout
+// before it ends.
 func (m *meter) drainCounts() {
 	var series []int
 	for _, s := range [...]int{sGoroutines, sFDs} {
@@ -326,8 +327,8 @@ func (m *meter) drainCounts() {
 	}
 	start := time.Now()
 	end := start.Add(drainMax)
-	if m.deadline.Before(end) {
-		end = m.deadline
+	if d := m.deadline.Add(-m.cfg.timeout / 10); d.Before(end) {
+		end = d // the margin the attribution window keeps too
 	}
 	for last := start; time.Now().Before(end) && time.Since(last) < drainQuiet; {
 		time.Sleep(time.Millisecond)
