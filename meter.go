@@ -280,6 +280,13 @@ func (m *meter) loop(done chan<- struct{}) {
 	finished = true
 }
 
+// countLeaks says whether count s (goroutines or descriptors) is judged,
+// by the rule or by the guard, to leak.
+func (m *meter) countLeaks(s int) bool {
+	_, ok := m.limit(s)
+	return ok && (m.judge(s).verdict == leak || m.guarded == s)
+}
+
 // inFlight says whether count s, judged to leak, fell once the calls
 // stopped to no more than its least over the judged calls (drainCounts):
 // what each call held for a while, not what it kept.
@@ -307,7 +314,7 @@ const (
 func (m *meter) drainCounts() {
 	var series []int
 	for _, s := range [...]int{sGoroutines, sFDs} {
-		if _, ok := m.limit(s); ok && (m.judge(s).verdict == leak || m.guarded == s) {
+		if m.countLeaks(s) {
 			series = append(series, s)
 		}
 	}
@@ -354,7 +361,7 @@ func (m *meter) attributeHeap() {
 	// descriptor leak further, and the heap they hold is theirs: report
 	// folds it into their finding.
 	for _, s := range [...]int{sGoroutines, sFDs} {
-		if _, ok := m.limit(s); ok && (m.judge(s).verdict == leak || m.guarded == s) && !m.inFlight(s) {
+		if m.countLeaks(s) && !m.inFlight(s) {
 			return
 		}
 	}
