@@ -1,6 +1,7 @@
 package leaktest
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -78,4 +79,35 @@ func BenchmarkAttribution(b *testing.B) {
 		b.ResetTimer()
 		run(b, func() { chain = &chain48{next: chain} }, func() { chain = nil })
 	})
+}
+
+// What locking the loop to its thread costs a call that blocks: a
+// goroutine handing a value over a channel (lockIfCgo locks only once fn
+// has called C).
+func BenchmarkLockedLoop(b *testing.B) {
+	fn := func() {
+		ch := make(chan int)
+		go func() { ch <- 1 }()
+		<-ch
+	}
+	for _, lock := range []bool{false, true} {
+		name := "free"
+		if lock {
+			name = "locked"
+		}
+		b.Run(name, func(b *testing.B) {
+			done := make(chan struct{})
+			go func() {
+				if lock {
+					runtime.LockOSThread()
+					defer runtime.UnlockOSThread()
+				}
+				for i := 0; i < b.N; i++ {
+					fn()
+				}
+				close(done)
+			}()
+			<-done
+		})
+	}
 }

@@ -8,9 +8,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heapslope/leaktest/internal/cmem"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// Once fn has called C, every later call runs on one thread (lockIfCgo),
+// so that glibc serves its mallocs from one arena.
+func TestCallsToCStayOnOneThread(t *testing.T) {
+	if !cmem.Available {
+		t.Skip("needs cgo")
+	}
+	var tids []int
+	_, err := Measure(func() {
+		cmem.Churn(64)
+		tids = append(tids, syscall.Gettid())
+	}, Warmup(1), Iterations(4000))
+	require.NoError(t, err)
+	threads := map[int]int{}
+	for _, tid := range tids[1:] { // the warm-up call ran before the lock
+		threads[tid]++
+	}
+	assert.Len(t, threads, 1, "calls after the first, by thread id")
+}
 
 // The descriptor guard stops a fast descriptor leak before the process
 // runs out, and its finding says both: stopped early, and what was left

@@ -29,7 +29,29 @@ static void churn(size_t n) {
 	free(p);
 }
 
+// A ring of blocks of pseudo-random sizes: each step frees the oldest
+// block and mallocs one in its place, so what is live stays bounded.
+#define RING 1024
+static void *ring[RING];
+static unsigned long ringAt;
+static unsigned long long ringSeed = 88172645463325252ULL;
+
+static void ringStep(size_t max) {
+	ringSeed ^= ringSeed << 13;
+	ringSeed ^= ringSeed >> 7;
+	ringSeed ^= ringSeed << 17;
+	size_t n = 16 + ringSeed % max;
+	unsigned long i = ringAt++ % RING;
+	free(ring[i]);
+	ring[i] = malloc(n);
+	if (ring[i]) memset(ring[i], 0xef, n);
+}
+
 static void release(void) {
+	for (int i = 0; i < RING; i++) {
+		free(ring[i]);
+		ring[i] = NULL;
+	}
 	while (head) {
 		void *next = *(void **)head;
 		free(head);
@@ -53,5 +75,9 @@ func Leak(n int) { C.leak(C.size_t(n)) }
 // Churn mallocs n bytes, touches them and frees them.
 func Churn(n int) { C.churn(C.size_t(n)) }
 
-// Free releases everything Leak kept.
+// RingStep frees the oldest of 1024 blocks and mallocs, in its place, one of
+// 16 B to max bytes, touched: C memory that is reused, never leaked.
+func RingStep(max int) { C.ringStep(C.size_t(max)) }
+
+// Free releases everything Leak and RingStep kept.
 func Free() { C.release() }

@@ -11,5 +11,8 @@ func Leak(n int) {}
 // Churn is a no-op without cgo.
 func Churn(n int) {}
 
+// RingStep is a no-op without cgo.
+func RingStep(max int) {}
+
 // Free is a no-op without cgo.
 func Free() {}
