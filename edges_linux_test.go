@@ -13,6 +13,40 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// An RSS leak found while C was called says how to tell glibc's arenas
+// from a leak; one where it was not says nothing of them.
+func TestRSSLeakNamesArenasWhenCWasCalled(t *testing.T) {
+	if why := needsCgo(); why != "" {
+		t.Skip(why)
+	}
+	if !arenaPerThread() {
+		t.Skip("needs glibc's malloc, its arenas not capped")
+	}
+	for _, calls := range []bool{true, false} {
+		var fn, teardown func()
+		if calls {
+			fn, teardown = func() { cmem.Leak(4096) }, cmem.Free
+		} else {
+			fn, teardown = mmapLeak(syscall.MAP_PRIVATE)(t)
+		}
+		rep, err := Measure(fn)
+		teardown()
+		require.NoError(t, err)
+		var f *Finding
+		for i := range rep.Findings {
+			if rep.Findings[i].Resource == RSS {
+				f = &rep.Findings[i]
+			}
+		}
+		require.NotNil(t, f, "%s", rep)
+		if calls {
+			assert.Contains(t, f.Detail, "MALLOC_ARENA_MAX=1")
+		} else {
+			assert.NotContains(t, f.Detail, "MALLOC_ARENA_MAX")
+		}
+	}
+}
+
 // Once fn has called C, every later call runs on one thread (lockIfCgo),
 // so that glibc serves its mallocs from one arena.
 func TestCallsToCStayOnOneThread(t *testing.T) {

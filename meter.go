@@ -108,6 +108,7 @@ type meter struct {
 	gSettled    int   // goroutines after the last sample's collection
 	cgoCalls    int64 // runtime.NumCgoCall when the loop began
 	locked      bool  // the loop is locked to its thread (lockIfCgo)
+	calledC     bool  // C was called while the loop ran
 	// knownX and knownY are scratch space for the samples where RSS
 	// outside Go is known (judgeOffGo).
 	knownX, knownY []float64
@@ -280,6 +281,7 @@ func (m *meter) loop(done chan<- struct{}) {
 		m.adaptive()
 	}
 	m.loopEnd = time.Since(m.start)
+	m.calledC = runtime.NumCgoCall() != m.cgoCalls
 	m.final = true
 	if !m.abort.Load() && m.err == nil {
 		m.drainCounts()

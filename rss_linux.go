@@ -4,6 +4,8 @@ package leaktest
 
 import (
 	"bytes"
+	"os"
+	"strings"
 	"syscall"
 )
 
@@ -95,4 +97,15 @@ func (r *rssSource) close() {
 		syscall.Close(r.fd)
 		r.fd = -1
 	}
+}
+
+// arenaPerThread reports whether this process's C library is glibc with
+// its malloc's arenas not capped: each thread that mallocs then gets an
+// arena of its own, which C memory in use fills again.
+func arenaPerThread() bool {
+	if os.Getenv("MALLOC_ARENA_MAX") != "" || strings.Contains(os.Getenv("GLIBC_TUNABLES"), "arena_max") {
+		return false
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	return err == nil && bytes.Contains(maps, []byte("/libc.so.6"))
 }

@@ -10,3 +10,6 @@ func openRSS() *rssSource { return nil }
 func (r *rssSource) read() (rssReading, bool) { return rssReading{}, false }
 
 func (r *rssSource) close() {}
+
+// arenaPerThread matters where RSS is judged: Linux only.
+func arenaPerThread() bool { return false }
