@@ -483,6 +483,12 @@ var cleanCorpus = []workload{
 	// for each arena (70 MiB to 175–280 MiB), judged a leak 6 runs in 6
 	// until the loop was locked to one thread once fn called C
 	// (lockIfCgo); 0 in 6 after, and 0 in 3 before with MALLOC_ARENA_MAX=1.
+	// A cgo binding's wrapper, freed by its finalizer: the C memory of
+	// every call since the last collection is still held at a sample,
+	// and is freed only when the finalizer goroutine gets to it.
+	{name: "rss/cgo-freed-by-a-finalizer", needs: needsCgo, setup: simple(func() {
+		runtime.KeepAlive(cmem.NewBlock(64 << 10))
+	}, nil)},
 	{name: "rss/cgo-ring-of-random-sizes", needs: needsCgo, setup: simple(func() { cmem.RingStep(256 << 10) }, cmem.Free)},
 	{name: "goroutines/end-a-few-ms-later", setup: simple(func() {
 		go func() { time.Sleep(3 * time.Millisecond) }()

@@ -66,6 +66,11 @@ static void release(void) {
 */
 import "C"
 
+import (
+	"runtime"
+	"unsafe"
+)
+
 // Available reports whether this build can call C.
 const Available = true
 
@@ -78,6 +83,20 @@ func Churn(n int) { C.churn(C.size_t(n)) }
 // RingStep frees the oldest of 1024 blocks and mallocs, in its place, one of
 // 16 B to max bytes, touched: C memory that is reused, never leaked.
 func RingStep(max int) { C.ringStep(C.size_t(max)) }
+
+// Block is C memory that the garbage collector frees, as many cgo
+// bindings' wrappers do: by a finalizer, once the Block is unreachable.
+type Block struct{ p unsafe.Pointer }
+
+// NewBlock mallocs n bytes, touched, freed by the Block's finalizer.
+func NewBlock(n int) *Block {
+	b := &Block{C.malloc(C.size_t(n))}
+	if b.p != nil {
+		C.memset(b.p, 0x5a, C.size_t(n))
+	}
+	runtime.SetFinalizer(b, func(b *Block) { C.free(b.p) })
+	return b
+}
 
 // Free releases everything Leak and RingStep kept.
 func Free() { C.release() }

@@ -14,5 +14,11 @@ func Churn(n int) {}
 // RingStep is a no-op without cgo.
 func RingStep(max int) {}
 
+// Block is nothing without cgo.
+type Block struct{}
+
+// NewBlock returns an empty Block without cgo.
+func NewBlock(n int) *Block { return &Block{} }
+
 // Free is a no-op without cgo.
 func Free() {}
