@@ -100,11 +100,16 @@ func (r *rssSource) close() {
 }
 
 // arenaPerThread reports whether this process's C library is glibc with
-// its malloc's arenas not capped: each thread that mallocs then gets an
-// arena of its own, which C memory in use fills again.
+// its malloc not capped at one arena: each thread that mallocs may then
+// get an arena of its own, which C memory in use fills again.
 func arenaPerThread() bool {
-	if os.Getenv("MALLOC_ARENA_MAX") != "" || strings.Contains(os.Getenv("GLIBC_TUNABLES"), "arena_max") {
+	if os.Getenv("MALLOC_ARENA_MAX") == "1" {
 		return false
+	}
+	for _, t := range strings.Split(os.Getenv("GLIBC_TUNABLES"), ":") {
+		if t == "glibc.malloc.arena_max=1" {
+			return false
+		}
 	}
 	maps, err := os.ReadFile("/proc/self/maps")
 	return err == nil && bytes.Contains(maps, []byte("/libc.so.6"))

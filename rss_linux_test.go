@@ -240,3 +240,26 @@ func FuzzStatusKB(f *testing.F) {
 		}
 	})
 }
+
+// The arenas' hint is left out only where glibc is capped at one arena,
+// by either of its two settings.
+func TestArenaPerThreadReadsGlibcSettings(t *testing.T) {
+	t.Setenv("MALLOC_ARENA_MAX", "")
+	t.Setenv("GLIBC_TUNABLES", "")
+	if !arenaPerThread() {
+		t.Skip("not glibc")
+	}
+	for _, c := range []struct {
+		arenaMax, tunables string
+		want               bool
+	}{
+		{"1", "", false},
+		{"2", "", true},
+		{"", "glibc.malloc.check=0:glibc.malloc.arena_max=1", false},
+		{"", "glibc.malloc.arena_max=16", true},
+	} {
+		t.Setenv("MALLOC_ARENA_MAX", c.arenaMax)
+		t.Setenv("GLIBC_TUNABLES", c.tunables)
+		assert.Equal(t, c.want, arenaPerThread(), "MALLOC_ARENA_MAX=%q GLIBC_TUNABLES=%q", c.arenaMax, c.tunables)
+	}
+}
