@@ -47,6 +47,37 @@ func TestRSSLeakNamesArenasWhenCWasCalled(t *testing.T) {
 	}
 }
 
+// A limit, measured on demand (LEAKTEST_LIMIT_RUNS=N): C memory reused
+// by a goroutine of fn's moves between threads, and glibc's arenas grow
+// RSS with it. It counts the runs judged an RSS leak; each such finding
+// must name the arenas.
+func TestLimitCMemoryReusedByGoroutines(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv("LEAKTEST_LIMIT_RUNS"))
+	if runs <= 0 {
+		t.Skip("a measurement of a limit: LEAKTEST_LIMIT_RUNS=N")
+	}
+	if why := needsCgo(); why != "" {
+		t.Skip(why)
+	}
+	failed := 0
+	for i := 0; i < runs; i++ {
+		rep, err := Measure(func() {
+			done := make(chan struct{})
+			go func() { cmem.RingStep(256 << 10); close(done) }()
+			<-done
+		})
+		cmem.Free()
+		require.NoError(t, err)
+		for _, f := range rep.Findings {
+			if f.Resource == RSS {
+				failed++
+				assert.Equal(t, arenaPerThread(), strings.Contains(f.Detail, "MALLOC_ARENA_MAX=1"), f.Detail)
+			}
+		}
+	}
+	t.Logf("judged an RSS leak in %d of %d runs (MALLOC_ARENA_MAX=%q)", failed, runs, os.Getenv("MALLOC_ARENA_MAX"))
+}
+
 // Once fn has called C, every later call runs on one thread (lockIfCgo),
 // so that glibc serves its mallocs from one arena.
 func TestCallsToCStayOnOneThread(t *testing.T) {
