@@ -91,7 +91,7 @@ func BenchmarkLockedLoop(b *testing.B) {
 		<-ch
 	}
 	for _, lock := range []bool{false, true} {
-		name := "free"
+		name := "unlocked"
 		if lock {
 			name = "locked"
 		}

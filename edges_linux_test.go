@@ -2,6 +2,7 @@ package leaktest
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,8 +20,8 @@ func TestRSSLeakNamesArenasWhenCWasCalled(t *testing.T) {
 	if why := needsCgo(); why != "" {
 		t.Skip(why)
 	}
-	if !arenaPerThread() {
-		t.Skip("needs glibc's malloc, its arenas not capped")
+	if !arenasPerThread() {
+		t.Skip("needs glibc's malloc, not capped at one arena")
 	}
 	for _, calls := range []bool{true, false} {
 		var fn, teardown func()
@@ -47,14 +48,14 @@ func TestRSSLeakNamesArenasWhenCWasCalled(t *testing.T) {
 	}
 }
 
-// A limit, measured on demand (LEAKTEST_LIMIT_RUNS=N): C memory reused
+// A known limit, measured on demand (LEAKTEST_MEASURE_RUNS=N): C memory reused
 // by a goroutine of fn's moves between threads, and glibc's arenas grow
 // RSS with it. It counts the runs judged an RSS leak; each such finding
 // must name the arenas.
-func TestLimitCMemoryReusedByGoroutines(t *testing.T) {
-	runs, _ := strconv.Atoi(os.Getenv("LEAKTEST_LIMIT_RUNS"))
+func TestKnownLimitCMemoryReusedByGoroutines(t *testing.T) {
+	runs, _ := strconv.Atoi(os.Getenv("LEAKTEST_MEASURE_RUNS"))
 	if runs <= 0 {
-		t.Skip("a measurement of a limit: LEAKTEST_LIMIT_RUNS=N")
+		t.Skip("a measurement of a known limit: LEAKTEST_MEASURE_RUNS=N")
 	}
 	if why := needsCgo(); why != "" {
 		t.Skip(why)
@@ -71,7 +72,7 @@ func TestLimitCMemoryReusedByGoroutines(t *testing.T) {
 		for _, f := range rep.Findings {
 			if f.Resource == RSS {
 				failed++
-				assert.Equal(t, arenaPerThread(), strings.Contains(f.Detail, "MALLOC_ARENA_MAX=1"), f.Detail)
+				assert.Equal(t, arenasPerThread(), strings.Contains(f.Detail, "MALLOC_ARENA_MAX=1"), f.Detail)
 			}
 		}
 	}
@@ -81,10 +82,13 @@ func TestLimitCMemoryReusedByGoroutines(t *testing.T) {
 // Once fn has called C, every later call runs on one thread (lockIfCgo),
 // so that glibc serves its mallocs from one arena.
 func TestCallsToCStayOnOneThread(t *testing.T) {
-	if !cmem.Available {
-		t.Skip("needs cgo")
+	if why := needsCgo(); why != "" {
+		t.Skip(why)
 	}
-	var tids []int
+	if !arenasPerThread() {
+		t.Skip("the loop is locked only for glibc's malloc, not capped at one arena")
+	}
+	tids := make([]int, 0, 8192) // allocated once: not a leak
 	_, err := Measure(func() {
 		cmem.Churn(64)
 		tids = append(tids, syscall.Gettid())
@@ -95,6 +99,40 @@ func TestCallsToCStayOnOneThread(t *testing.T) {
 		threads[tid]++
 	}
 	assert.Len(t, threads, 1, "calls after the first, by thread id")
+}
+
+// The loop's thread is unlocked before Measure returns, whatever ended it:
+// a goroutine that exits locked takes its thread with it.
+func TestLockedThreadIsUnlocked(t *testing.T) {
+	if why := needsCgo(); why != "" {
+		t.Skip(why)
+	}
+	if !arenasPerThread() {
+		t.Skip("the loop is locked only for glibc's malloc, not capped at one arena")
+	}
+	for _, end := range []string{"returns", "panics", "Goexit"} {
+		tid, calls := 0, 0
+		_, err := Measure(func() {
+			cmem.Churn(64)
+			tid = syscall.Gettid()
+			if calls++; calls == 300 {
+				switch end {
+				case "panics":
+					panic("on call 300")
+				case "Goexit":
+					runtime.Goexit()
+				}
+			}
+		}, Warmup(1), Iterations(400))
+		if end == "returns" {
+			require.NoError(t, err)
+		} else {
+			require.Error(t, err)
+		}
+		time.Sleep(100 * time.Millisecond) // a locked thread's exit is not instant
+		_, err = os.Stat("/proc/self/task/" + strconv.Itoa(tid))
+		assert.NoError(t, err, "the thread fn ran on when Measure %s", end)
+	}
 }
 
 // The descriptor guard stops a fast descriptor leak before the process

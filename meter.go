@@ -107,7 +107,8 @@ type meter struct {
 	settled     int   // descriptors open after the last sample's collection
 	gSettled    int   // goroutines after the last sample's collection
 	cgoCalls    int64 // runtime.NumCgoCall when the loop began
-	locked      bool  // the loop is locked to its thread (lockIfCgo)
+	lockForC    bool  // lock the loop to its thread once C is called (lockIfCgo)
+	locked      bool  // it is
 	calledC     bool  // C was called while the loop ran
 	// knownX and knownY are scratch space for the samples where RSS
 	// outside Go is known (judgeOffGo).
@@ -239,11 +240,7 @@ var measurements atomic.Int64
 // out, and a panic or runtime.Goexit in fn is caught.
 func (m *meter) loop(done chan<- struct{}) {
 	m.cgoCalls = runtime.NumCgoCall()
-	defer func() {
-		if m.locked {
-			runtime.UnlockOSThread()
-		}
-	}()
+	m.lockForC = m.rss != nil && !raceEnabled && arenasPerThread()
 	id := goroutineID()
 	m.loopID = id
 	loopGoroutine.Store(id)
@@ -268,6 +265,9 @@ func (m *meter) loop(done chan<- struct{}) {
 		}
 		m.prof.stop()
 		m.closeFiles()
+		if m.locked {
+			runtime.UnlockOSThread() // before Measure returns
+		}
 		close(done)
 	}()
 	m.prof.set(0) // (profiling)
@@ -378,16 +378,18 @@ func (m *meter) attributeHeap() {
 	m.attribute(slope, m.judgedLimit(sHeap), j.stood[1] > 0)
 }
 
-// lockIfCgo locks the loop to its thread once C has been called, so that
-// fn calls C from one thread, as one thread serves a request: glibc's
-// malloc gives each thread that calls it an arena of its own, and C memory
-// reused call after call grew RSS by its size once per arena while the
-// calls moved between threads (a clean fn judged a leak 6 runs in 6,
-// rss/cgo-ring-of-random-sizes in the corpus). Only then: a locked
-// goroutine that blocks hands its thread over, and a call that waits on a
+// lockIfCgo locks the loop to its thread once C has been called (by
+// anything in the process: runtime.NumCgoCall), so that fn calls C from
+// one thread: glibc's malloc may give each thread that calls it an arena
+// of its own, and C memory reused call after call grew RSS by its size
+// once per arena while the calls moved between threads (a clean fn judged
+// a leak 6 runs in 6, rss/cgo-ring-of-random-sizes in the corpus). Only
+// where RSS is judged and glibc's arenas are not capped (lockForC), and
+// only then: a locked goroutine that blocks gives up its P but keeps its
+// thread, which must be woken to run it again, and a call that waits on a
 // channel took 11 times as long (BenchmarkLockedLoop).
 func (m *meter) lockIfCgo() {
-	if !m.locked && runtime.NumCgoCall() != m.cgoCalls {
+	if m.lockForC && !m.locked && runtime.NumCgoCall() != m.cgoCalls {
 		runtime.LockOSThread()
 		m.locked = true
 	}
@@ -396,6 +398,7 @@ func (m *meter) lockIfCgo() {
 // callTo calls fn until calls reaches target; false if aborted.
 func (m *meter) callTo(target int) bool {
 	t := time.Now()
+	first := m.calls + 1
 	defer func() {
 		m.fnTime += time.Since(t)
 		m.lockIfCgo()
@@ -411,6 +414,9 @@ func (m *meter) callTo(target int) bool {
 		m.fn()
 		m.inFnNow.Store(false)
 		m.inFn = false
+		if m.calls == first {
+			m.lockIfCgo() // and at the end: not after every call
+		}
 	}
 	return !m.abort.Load()
 }

@@ -453,10 +453,10 @@ func (m *meter) report() *Report {
 				}
 				f.Detail = stood
 			}
-			if s == sOffGo && m.calledC && arenaPerThread() {
+			if s == sOffGo && m.calledC && arenasPerThread() {
 				// fn's own calls stay on one thread (lockIfCgo);
 				// goroutines it starts do not.
-				f.Detail += "\nC was called, and glibc's malloc gives each thread that calls it an arena of its own: C memory reused by goroutines that fn starts fills one arena after another, growing RSS without a leak; rerun with MALLOC_ARENA_MAX=1 to tell that from a leak"
+				f.Detail += "\nC was called, and glibc's malloc may give each thread that calls it an arena of its own: C memory reused by goroutines that fn starts fills one arena after another, growing RSS without a leak; rerun with MALLOC_ARENA_MAX=1 to tell that from a leak"
 			}
 			rep.Findings = append(rep.Findings, f)
 		case clean:

@@ -5,7 +5,9 @@ package leaktest
 import (
 	"bytes"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -99,18 +101,40 @@ func (r *rssSource) close() {
 	}
 }
 
-// arenaPerThread reports whether this process's C library is glibc with
-// its malloc not capped at one arena: each thread that mallocs may then
-// get an arena of its own, which C memory in use fills again.
-func arenaPerThread() bool {
-	if os.Getenv("MALLOC_ARENA_MAX") == "1" {
+// arenasPerThread reports whether this process's C library is glibc, its
+// malloc not capped at one arena when the process started (glibc reads its
+// settings then): each thread that mallocs may get an arena of its own,
+// which C memory in use fills again.
+var arenasPerThread = sync.OnceValue(func() bool {
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil || !bytes.Contains(maps, []byte("/libc.so.6")) {
 		return false
 	}
-	for _, t := range strings.Split(os.Getenv("GLIBC_TUNABLES"), ":") {
-		if t == "glibc.malloc.arena_max=1" {
-			return false
+	env, err := os.ReadFile("/proc/self/environ") // as it started
+	return err != nil || !oneArena(strings.Split(string(env), "\x00"))
+})
+
+// oneArena reports whether environment env caps glibc's malloc at one
+// arena: by glibc.malloc.arena_max in GLIBC_TUNABLES, which wins, or by
+// MALLOC_ARENA_MAX.
+func oneArena(env []string) bool {
+	alias, tunable := "", ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "MALLOC_ARENA_MAX="); ok {
+			alias = v
+		}
+		if v, ok := strings.CutPrefix(kv, "GLIBC_TUNABLES="); ok {
+			for _, t := range strings.Split(v, ":") {
+				if v, ok := strings.CutPrefix(t, "glibc.malloc.arena_max="); ok {
+					tunable = v
+				}
+			}
 		}
 	}
-	maps, err := os.ReadFile("/proc/self/maps")
-	return err == nil && bytes.Contains(maps, []byte("/libc.so.6"))
+	v := alias
+	if tunable != "" {
+		v = tunable
+	}
+	n, err := strconv.ParseUint(v, 0, 64)
+	return err == nil && n == 1
 }

@@ -241,25 +241,23 @@ func FuzzStatusKB(f *testing.F) {
 	})
 }
 
-// The arenas' hint is left out only where glibc is capped at one arena,
-// by either of its two settings.
-func TestArenaPerThreadReadsGlibcSettings(t *testing.T) {
-	t.Setenv("MALLOC_ARENA_MAX", "")
-	t.Setenv("GLIBC_TUNABLES", "")
-	if !arenaPerThread() {
-		t.Skip("not glibc")
-	}
+// glibc is capped at one arena by either of its two settings, the
+// tunable winning, in any base strtoul reads.
+func TestOneArena(t *testing.T) {
 	for _, c := range []struct {
-		arenaMax, tunables string
-		want               bool
+		env  []string
+		want bool
 	}{
-		{"1", "", false},
-		{"2", "", true},
-		{"", "glibc.malloc.check=0:glibc.malloc.arena_max=1", false},
-		{"", "glibc.malloc.arena_max=16", true},
+		{nil, false},
+		{[]string{"MALLOC_ARENA_MAX=1"}, true},
+		{[]string{"MALLOC_ARENA_MAX=0x1"}, true},
+		{[]string{"MALLOC_ARENA_MAX=2"}, false},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.check=0:glibc.malloc.arena_max=1"}, true},
+		{[]string{"GLIBC_TUNABLES=glibc.malloc.arena_max=16"}, false},
+		{[]string{"MALLOC_ARENA_MAX=1", "GLIBC_TUNABLES=glibc.malloc.arena_max=4"}, false},
+		{[]string{"MALLOC_ARENA_MAX=4", "GLIBC_TUNABLES=glibc.malloc.arena_max=1"}, true},
+		{[]string{"MALLOC_ARENA_MAX="}, false},
 	} {
-		t.Setenv("MALLOC_ARENA_MAX", c.arenaMax)
-		t.Setenv("GLIBC_TUNABLES", c.tunables)
-		assert.Equal(t, c.want, arenaPerThread(), "MALLOC_ARENA_MAX=%q GLIBC_TUNABLES=%q", c.arenaMax, c.tunables)
+		assert.Equal(t, c.want, oneArena(c.env), "%q", c.env)
 	}
 }

@@ -11,5 +11,5 @@ func (r *rssSource) read() (rssReading, bool) { return rssReading{}, false }
 
 func (r *rssSource) close() {}
 
-// arenaPerThread matters where RSS is judged: Linux only.
-func arenaPerThread() bool { return false }
+// arenasPerThread matters where RSS is judged: Linux only.
+func arenasPerThread() bool { return false }

@@ -36,11 +36,11 @@ static void *ring[RING];
 static unsigned long ringAt;
 static unsigned long long ringSeed = 88172645463325252ULL;
 
-static void ringStep(size_t max) {
+static void ringStep(size_t span) {
 	ringSeed ^= ringSeed << 13;
 	ringSeed ^= ringSeed >> 7;
 	ringSeed ^= ringSeed << 17;
-	size_t n = 16 + ringSeed % max;
+	size_t n = 16 + ringSeed % span;
 	unsigned long i = ringAt++ % RING;
 	free(ring[i]);
 	ring[i] = malloc(n);
@@ -81,8 +81,8 @@ func Leak(n int) { C.leak(C.size_t(n)) }
 func Churn(n int) { C.churn(C.size_t(n)) }
 
 // RingStep frees the oldest of 1024 blocks and mallocs, in its place, one of
-// 16 B to max bytes, touched: C memory that is reused, never leaked.
-func RingStep(max int) { C.ringStep(C.size_t(max)) }
+// 16 B up to n+15 bytes, touched: C memory that is reused, never leaked.
+func RingStep(n int) { C.ringStep(C.size_t(n)) }
 
 // Block is C memory that the garbage collector frees, as many cgo
 // bindings' wrappers do: by a finalizer, once the Block is unreachable.

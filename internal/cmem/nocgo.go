@@ -12,7 +12,7 @@ func Leak(n int) {}
 func Churn(n int) {}
 
 // RingStep is a no-op without cgo.
-func RingStep(max int) {}
+func RingStep(n int) {}
 
 // Block is nothing without cgo.
 type Block struct{}
