@@ -383,7 +383,8 @@ func (m *meter) attributeHeap() {
 // one thread: glibc's malloc may give each thread that calls it an arena
 // of its own, and C memory reused call after call grew RSS by its size
 // once per arena while the calls moved between threads (a clean fn judged
-// a leak 6 runs in 6, rss/cgo-ring-of-random-sizes in the corpus). Only
+// a leak 6 runs in 6 at GOMAXPROCS=8, rss/cgo-ring-of-random-sizes in the
+// corpus). Only
 // where RSS is judged and glibc's arenas are not capped (lockForC), and
 // only then: a locked goroutine that blocks gives up its P but keeps its
 // thread, which must be woken to run it again, and a call that waits on a
