@@ -483,15 +483,14 @@ var cleanCorpus = []workload{
 	{name: "rss/cgo-freed-by-a-finalizer", needs: needsCgo, setup: simple(func() {
 		_ = cmem.NewBlock(64 << 10)
 	}, nil)},
-	// 1024 blocks of up to 120 KiB, each freed 1024 calls after its
-	// malloc. glibc may give each thread that mallocs an arena of its
-	// own: while the calls moved between threads, RSS grew by the ring's
-	// size for each arena, judged a leak 6 runs in 6 at GOMAXPROCS=8 (1 in
-	// 6 at 2) until the loop was locked to one thread once C was called
-	// (lockIfCgo); 0 in 6 after, at either. Blocks of up to 256 KiB, over
-	// glibc's mmap threshold, fill the ring too slowly at GOMAXPROCS=8
-	// (README, Limits: bounded growth that lasts longer than the run).
-	{name: "rss/cgo-ring-of-random-sizes", needs: needsCgo, setup: simple(func() { cmem.RingStep(120 << 10) }, cmem.Free)},
+	// 256 blocks of 100 KiB, each freed 256 calls after its malloc. glibc
+	// may give each thread that mallocs an arena of its own: while the
+	// calls moved between threads, RSS grew by the ring's size for each
+	// arena, until the loop was locked to one thread once C was called
+	// (lockIfCgo). Blocks of random sizes fragment glibc's heap, which
+	// grows for longer than a slow run (README, Limits: bounded growth
+	// that lasts longer than the run).
+	{name: "rss/cgo-ring-of-100KiB-blocks", needs: needsCgo, setup: simple(func() { cmem.RingStep(256, 100<<10, 100<<10) }, cmem.Free)},
 	{name: "goroutines/end-a-few-ms-later", setup: simple(func() {
 		go func() { time.Sleep(3 * time.Millisecond) }()
 	}, nil)},

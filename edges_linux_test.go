@@ -64,7 +64,7 @@ func TestKnownLimitCMemoryReusedByGoroutines(t *testing.T) {
 	for i := 0; i < runs; i++ {
 		rep, err := Measure(func() {
 			done := make(chan struct{})
-			go func() { cmem.RingStep(256 << 10); close(done) }()
+			go func() { cmem.RingStep(1024, 16, 256<<10); close(done) }()
 			<-done
 		})
 		cmem.Free()

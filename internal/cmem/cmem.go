@@ -29,19 +29,20 @@ static void churn(size_t n) {
 	free(p);
 }
 
-// A ring of blocks of pseudo-random sizes: each step frees the oldest
-// block and mallocs one in its place, so what is live stays bounded.
+// A ring of up to RING blocks: each step frees the oldest of the first
+// slots blocks and mallocs one in its place, of lo to hi bytes, so that
+// what is live stays bounded.
 #define RING 1024
 static void *ring[RING];
 static unsigned long ringAt;
 static unsigned long long ringSeed = 88172645463325252ULL;
 
-static void ringStep(size_t span) {
+static void ringStep(unsigned long slots, size_t lo, size_t hi) {
 	ringSeed ^= ringSeed << 13;
 	ringSeed ^= ringSeed >> 7;
 	ringSeed ^= ringSeed << 17;
-	size_t n = 16 + ringSeed % span;
-	unsigned long i = ringAt++ % RING;
+	size_t n = lo + ringSeed % (hi - lo + 1);
+	unsigned long i = ringAt++ % (slots < RING ? slots : RING);
 	free(ring[i]);
 	ring[i] = malloc(n);
 	if (ring[i]) memset(ring[i], 0xef, n);
@@ -80,9 +81,10 @@ func Leak(n int) { C.leak(C.size_t(n)) }
 // Churn mallocs n bytes, touches them and frees them.
 func Churn(n int) { C.churn(C.size_t(n)) }
 
-// RingStep frees the oldest of 1024 blocks and mallocs, in its place, one of
-// 16 B up to n+15 bytes, touched: C memory that is reused, never leaked.
-func RingStep(n int) { C.ringStep(C.size_t(n)) }
+// RingStep frees the oldest of slots blocks (at most 1024) and mallocs,
+// in its place, one of lo to hi bytes (pseudo-random), touched: C memory
+// that is reused, never leaked.
+func RingStep(slots, lo, hi int) { C.ringStep(C.ulong(slots), C.size_t(lo), C.size_t(hi)) }
 
 // Block is C memory that the garbage collector frees, as many cgo
 // bindings' wrappers do: by a finalizer, once the Block is unreachable.

@@ -12,7 +12,7 @@ func Leak(n int) {}
 func Churn(n int) {}
 
 // RingStep is a no-op without cgo.
-func RingStep(n int) {}
+func RingStep(slots, lo, hi int) {}
 
 // Block is nothing without cgo.
 type Block struct{}
