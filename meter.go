@@ -328,10 +328,30 @@ func (m *meter) drainCounts() {
 			series = append(series, s)
 		}
 	}
-	if len(series) == 0 {
-		return
+	if len(series) > 0 {
+		m.drained = m.waitFalling(series)
 	}
-	m.drained = make(map[int]float64)
+}
+
+// inFlightCounts lists the counts judged to leak that drainCounts found
+// in flight.
+func (m *meter) inFlightCounts() []int {
+	var series []int
+	for _, s := range [...]int{sGoroutines, sFDs} {
+		if m.countLeaks(s) && m.inFlight(s) {
+			series = append(series, s)
+		}
+	}
+	return series
+}
+
+// waitFalling reads counts series (goroutines, descriptors) every
+// millisecond while one still falls (within the last drainQuiet), up to
+// drainMax, or a tenth of the Timeout before it ends (the attribution
+// window's margin, so that a wait never races the Timeout's watchdog),
+// and returns their least.
+func (m *meter) waitFalling(series []int) map[int]float64 {
+	least := make(map[int]float64, len(series))
 	count := func(s int) float64 {
 		if s == sFDs {
 			n, _ := m.fds.count()
@@ -340,21 +360,22 @@ func (m *meter) drainCounts() {
 		return float64(runtime.NumGoroutine())
 	}
 	for _, s := range series {
-		m.drained[s] = count(s)
+		least[s] = count(s)
 	}
 	start := time.Now()
 	end := start.Add(drainMax)
 	if d := m.deadline.Add(-m.cfg.timeout / 10); d.Before(end) {
-		end = d // the margin the attribution window keeps too
+		end = d
 	}
 	for last := start; time.Now().Before(end) && time.Since(last) < drainQuiet; {
 		time.Sleep(time.Millisecond)
 		for _, s := range series {
-			if c := count(s); c < m.drained[s] {
-				m.drained[s], last = c, time.Now()
+			if c := count(s); c < least[s] {
+				least[s], last = c, time.Now()
 			}
 		}
 	}
+	return least
 }
 
 // attributeHeap runs the attribution window when the heap leaks.
