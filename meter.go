@@ -403,13 +403,13 @@ func (m *meter) attributeHeap() {
 // anything in the process: runtime.NumCgoCall), so that fn calls C from
 // one thread: glibc's malloc may give each thread that calls it an arena
 // of its own, and C memory reused call after call grew RSS by its size
-// once per arena while the calls moved between threads (a clean fn judged
-// a leak 6 runs in 6 at GOMAXPROCS=8, rss/cgo-ring-of-random-sizes in the
-// corpus). Only
-// where RSS is judged and glibc's arenas are not capped (lockForC), and
-// only then: a locked goroutine that blocks gives up its P but keeps its
-// thread, which must be woken to run it again, and a call that waits on a
-// channel took 11 times as long (BenchmarkLockedLoop).
+// once per arena while the calls moved between threads (a clean fn's ring
+// of 1024 C blocks judged a leak 6 runs in 6; rss/cgo-ring-of-100KiB-blocks
+// in the corpus). Only where RSS is judged and glibc's arenas are not
+// capped (lockForC), and only then: a locked goroutine that blocks gives
+// up its P but keeps its thread, which must be woken to run it again, and
+// a call that waits on a channel took 11 times as long
+// (BenchmarkLockedLoop).
 func (m *meter) lockIfCgo() {
 	if m.lockForC && !m.locked && runtime.NumCgoCall() != m.cgoCalls {
 		runtime.LockOSThread()
