@@ -233,23 +233,11 @@ var leakyCorpus = []workload{
 	// The same steps beside thousands of goroutines in flight, each
 	// ending 3 ms after its call: the sample's wait for them (settle)
 	// must not take the kept ones for them.
-	{name: "goroutines/one-per-2000-calls-beside-ones-ending-late", leaks: Goroutines, setup: func(tb testing.TB) (func(), func()) {
-		leak, release := goroutineEvery(2000)(tb)
-		return func() {
-			go func() { time.Sleep(3 * time.Millisecond) }()
-			leak()
-		}, release
-	}},
+	{name: "goroutines/one-per-2000-calls-beside-ones-ending-late", leaks: Goroutines, setup: goroutineEveryBeside(2000, 3*time.Millisecond)},
 	// Kept goroutines beside ones that end 50 ms after their call, past
 	// the sample's wait: draining the counts must not take them for
 	// goroutines in flight.
-	{name: "goroutines/one-per-10-calls-beside-ones-ending-50ms-later", leaks: Goroutines, setup: func(tb testing.TB) (func(), func()) {
-		leak, release := goroutineEvery(10)(tb)
-		return func() {
-			go func() { time.Sleep(50 * time.Millisecond) }()
-			leak()
-		}, release
-	}},
+	{name: "goroutines/one-per-10-calls-beside-ones-ending-50ms-later", leaks: Goroutines, setup: goroutineEveryBeside(10, 50*time.Millisecond)},
 	{name: "fds/pipe-every-2000-calls", leaks: FDs, needs: linuxOnly, setup: func(testing.TB) (func(), func()) {
 		return everyNth(2000, keepPipe), closeSinkFiles
 	}},
@@ -271,6 +259,18 @@ func goroutineEvery(n int) func(testing.TB) (func(), func()) {
 	return func(testing.TB) (func(), func()) {
 		ch, release := blocker()
 		return everyNth(n, func() { go func() { <-ch }() }), release
+	}
+}
+
+// goroutineEveryBeside is goroutineEvery beside a goroutine per call that
+// ends d after its call.
+func goroutineEveryBeside(n int, d time.Duration) func(testing.TB) (func(), func()) {
+	return func(tb testing.TB) (func(), func()) {
+		leak, release := goroutineEvery(n)(tb)
+		return func() {
+			go func() { time.Sleep(d) }()
+			leak()
+		}, release
 	}
 }
 

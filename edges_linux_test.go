@@ -79,15 +79,21 @@ func TestKnownLimitCMemoryReusedByGoroutines(t *testing.T) {
 	t.Logf("judged an RSS leak in %d of %d runs (MALLOC_ARENA_MAX=%q)", failed, runs, os.Getenv("MALLOC_ARENA_MAX"))
 }
 
-// Once fn has called C, every later call runs on one thread (lockIfCgo),
-// so that glibc serves its mallocs from one arena.
-func TestCallsToCStayOnOneThread(t *testing.T) {
+// needsLockedLoop skips where the loop is never locked (lockIfCgo).
+func needsLockedLoop(t *testing.T) {
+	t.Helper()
 	if why := needsCgo(); why != "" {
 		t.Skip(why)
 	}
 	if !arenasPerThread() {
 		t.Skip("the loop is locked only for glibc's malloc, not capped at one arena")
 	}
+}
+
+// Once fn has called C, every later call runs on one thread (lockIfCgo),
+// so that glibc serves its mallocs from one arena.
+func TestCallsToCStayOnOneThread(t *testing.T) {
+	needsLockedLoop(t)
 	tids := make([]int, 0, 8192) // allocated once: not a leak
 	_, err := Measure(func() {
 		cmem.Churn(64)
@@ -104,12 +110,7 @@ func TestCallsToCStayOnOneThread(t *testing.T) {
 // The loop's thread is unlocked before Measure returns, whatever ended it:
 // a goroutine that exits locked takes its thread with it.
 func TestLockedThreadIsUnlocked(t *testing.T) {
-	if why := needsCgo(); why != "" {
-		t.Skip(why)
-	}
-	if !arenasPerThread() {
-		t.Skip("the loop is locked only for glibc's malloc, not capped at one arena")
-	}
+	needsLockedLoop(t)
 	for _, end := range []string{"returns", "panics", "Goexit"} {
 		tid, calls := 0, 0
 		_, err := Measure(func() {

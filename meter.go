@@ -306,7 +306,7 @@ func (m *meter) inFlight(s int) bool {
 	return ok && d <= slices.Min(m.ys[s][r0:m.n])
 }
 
-// drainMax and drainQuiet bound drainCounts' wait.
+// drainMax and drainQuiet bound waitFalling.
 const (
 	drainMax   = time.Second
 	drainQuiet = 50 * time.Millisecond
@@ -318,9 +318,7 @@ const (
 // its file 30 ms after the call) are in flight at every sample, beyond
 // the sample's wait (settle), and their number follows the calls' pace,
 // which changes through a run: judged a leak in 4 of 5 runs, 5 of 5 under
-// -race. Kept ones do not end. It waits while the count still falls
-// (within the last drainQuiet), up to drainMax, or a tenth of the Timeout
-// before it ends.
+// -race. Kept ones do not end.
 func (m *meter) drainCounts() {
 	var series []int
 	for _, s := range [...]int{sGoroutines, sFDs} {
@@ -333,12 +331,11 @@ func (m *meter) drainCounts() {
 	}
 }
 
-// inFlightCounts lists the counts judged to leak that drainCounts found
-// in flight.
+// inFlightCounts lists the counts that drainCounts found in flight.
 func (m *meter) inFlightCounts() []int {
 	var series []int
 	for _, s := range [...]int{sGoroutines, sFDs} {
-		if m.countLeaks(s) && m.inFlight(s) {
+		if m.inFlight(s) { // drained, so judged to leak
 			series = append(series, s)
 		}
 	}
